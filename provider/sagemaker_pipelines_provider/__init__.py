@@ -1,0 +1,45 @@
+"""Airflow provider for DAG-in-DAG orchestration of Amazon SageMaker Pipelines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+PACKAGE_NAME = "airflow-provider-sagemaker-pipelines"
+_PKG = "sagemaker_pipelines_provider"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata for Airflow's ProvidersManager (validated against Airflow's provider-info schema).
+
+    Every module listed here must import; tests/unit/test_provider_info.py checks that, so the list is
+    kept in step with the package as features land.
+    """
+    integration = "Amazon SageMaker Pipelines"
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "SageMaker Pipelines (DAG-in-DAG)",
+        "description": (
+            "Start, wait on, resume and stop Amazon SageMaker Pipelines executions, answer their callback "
+            "steps from Airflow, and chain them with Glue and ECS work."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": integration,
+                "external-doc-url": "https://docs.aws.amazon.com/sagemaker/latest/dg/pipelines.html",
+                "tags": ["aws"],
+            }
+        ],
+        "hooks": [{"integration-name": integration, "python-modules": [f"{_PKG}.hooks.pipeline"]}],
+        "operators": [
+            {
+                "integration-name": integration,
+                "python-modules": [f"{_PKG}.operators.pipeline"],
+            }
+        ],
+        "sensors": [{"integration-name": integration, "python-modules": [f"{_PKG}.sensors.pipeline"]}],
+        "triggers": [{"integration-name": integration, "python-modules": [f"{_PKG}.triggers.pipeline"]}],
+        "extra-links": [f"{_PKG}.links.pipeline.SageMakerPipelineExecutionLink"],
+    }
