@@ -1,0 +1,136 @@
+"""pytest fixtures for tests against the local AWS endpoint (registered as the ``pytest11`` plugin
+``sagemaker_pipelines_local``; installed with the ``[local]`` extra).
+
+Fixtures:
+
+``local_aws_endpoint`` (session)
+    Starts one :class:`~sagemaker_pipelines_provider.local.server.LocalEndpoint` on a free loopback
+    port the first time a test asks for it, exports its :meth:`environ` (``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` = ``testing``, ``AWS_DEFAULT_REGION``/
+    ``AWS_REGION`` = ``us-east-1``, ``AIRFLOW_CONN_AWS_DEFAULT``) for the rest of the session, unsets
+    variables that would send clients elsewhere (``AWS_PROFILE``, ``AWS_SESSION_TOKEN``,
+    ``AWS_ENDPOINT_URL_<SERVICE>`` ...), and at the end of the session restores the environment and
+    stops the server. So boto3, aiobotocore and Airflow's ``aws_default`` connection all reach it.
+``local_aws`` (function)
+    Resets the endpoint (engine, moto resources, call record, fault rules) before the test and returns
+    a :class:`LocalAws`: ``.url``, ``.controls`` (:class:`~.controls.LocalControls`),
+    ``.client(service, **kwargs)`` (a boto3 client for the endpoint) and ``.seed()`` (the demo
+    resources of :mod:`.seed`).
+
+This module imports neither Airflow (it is loaded before a test suite's conftest configures it) nor
+boto3 or moto at import time: they are imported when a fixture is first used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .controls import LocalControls
+    from .server import LocalEndpoint
+
+
+class _ClientCache:
+    """boto3 clients for one endpoint, shared by the tests of a session (clients are thread-safe and
+    hold no AWS state, so a reset does not invalidate them; creating one costs ~50-100 ms)."""
+
+    def __init__(self, url: str, region: str) -> None:
+        self.url = url
+        self.region = region
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._session: Any = None
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        import boto3
+
+        with self._lock:
+            if not kwargs and service in self._clients:
+                return self._clients[service]
+            if self._session is None:
+                self._session = boto3.session.Session(
+                    aws_access_key_id="testing", aws_secret_access_key="testing", region_name=self.region
+                )
+            options: dict[str, Any] = {"endpoint_url": self.url, "region_name": self.region}
+            options.update(kwargs)
+            client = self._session.client(service, **options)
+            if not kwargs:
+                self._clients[service] = client
+            return client
+
+
+class LocalAws:
+    """What the ``local_aws`` fixture returns: the endpoint's URL, controls and boto3 clients."""
+
+    def __init__(self, endpoint: LocalEndpoint, clients: _ClientCache | None = None) -> None:
+        self.endpoint = endpoint
+        self.url: str = endpoint.url
+        self.region: str = endpoint.region
+        self._clients = clients or _ClientCache(self.url, self.region)
+
+    @property
+    def controls(self) -> LocalControls:
+        return self.endpoint.controls
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for ``service`` against the endpoint; ``kwargs`` go to ``Session.client``
+        (e.g. ``config=``). Without kwargs the client is shared by the session's tests."""
+        return self._clients.client(service, **kwargs)
+
+    def seed(self) -> dict[str, Any]:
+        """Create the demo resources (queue, bucket, pipelines, role, Glue job, ECS) — see :mod:`.seed`."""
+        from .seed import seed
+
+        return seed(self)
+
+
+def _apply_environ(values: dict[str, str]) -> dict[str, str | None]:
+    """Set ``values``, unset the variables that would redirect clients; return what to restore."""
+    from .server import variables_to_unset
+
+    saved: dict[str, str | None] = {}
+    for name in list(variables_to_unset(os.environ)):
+        saved[name] = os.environ.pop(name)
+    for name, value in values.items():
+        saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+    return saved
+
+
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def local_aws_endpoint() -> Iterator[LocalEndpoint]:
+    """One local AWS endpoint for the session, with the AWS env vars pointing at it."""
+    from .server import LocalEndpoint
+
+    endpoint = LocalEndpoint().start()
+    saved = _apply_environ(endpoint.environ())
+    try:
+        yield endpoint
+    finally:
+        _restore_environ(saved)
+        endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def _local_aws_clients(local_aws_endpoint: LocalEndpoint) -> _ClientCache:
+    return _ClientCache(local_aws_endpoint.url, local_aws_endpoint.region)
+
+
+@pytest.fixture
+def local_aws(local_aws_endpoint: LocalEndpoint, _local_aws_clients: _ClientCache) -> LocalAws:
+    """The session's endpoint, reset before this test."""
+    local_aws_endpoint.app.reset()
+    return LocalAws(local_aws_endpoint, _local_aws_clients)

@@ -1,0 +1,219 @@
+"""Demo resources for the local AWS endpoint, created through plain boto3 (so it works against any
+endpoint that speaks AWS, including the real one — point it only at the local endpoint).
+
+:func:`seed` creates, idempotently (running it twice changes nothing and raises nothing):
+
+* SQS queue ``sagemaker-callbacks`` (callback steps send here) with a dead-letter queue
+  ``sagemaker-callbacks-dlq`` (``maxReceiveCount`` 5);
+* S3 bucket ``sagemaker-local-demo`` with the evaluation report the ``evaluation`` pipeline reads
+  (``evaluation/evaluation.json``, accuracy 0.91) and placeholder scripts;
+* IAM role ``SageMakerPipelineExecutionRole`` (trusted by SageMaker, Glue and ECS tasks);
+* pipelines ``features`` (Processing), ``training`` (Training, a Callback ``ValidateModel`` whose
+  Boolean output ``validation_passed`` feeds the Condition ``CheckValidation`` -> RegisterModel
+  ``RegisterModel`` or Fail ``ValidationFailed``) and ``evaluation`` (Processing ``Evaluate`` with the
+  property file ``EvaluationReport``, Condition ``CheckAccuracy`` on ``Std:JsonGet`` ->
+  ``RegisterEvaluatedModel`` or ``AccuracyTooLow``), from the JSON files in ``local/pipelines/``
+  (created, or updated to the packaged definition when they exist);
+* Glue job ``validate-features``;
+* ECS cluster ``ml`` and task definition family ``model-validation``.
+
+The definitions name the queue by its AWS URL
+(``https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks``); the local engine delivers
+to the queue of that account, region and name whatever host the endpoint runs on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "BUCKET",
+    "CALLBACK_QUEUE",
+    "DEMO_PIPELINES",
+    "ECS_CLUSTER",
+    "GLUE_JOB",
+    "ROLE_NAME",
+    "TASK_FAMILY",
+    "load_definition",
+    "seed",
+]
+
+REGION = "us-east-1"
+CALLBACK_QUEUE = "sagemaker-callbacks"
+CALLBACK_DLQ = "sagemaker-callbacks-dlq"
+BUCKET = "sagemaker-local-demo"
+ROLE_NAME = "SageMakerPipelineExecutionRole"
+DEMO_PIPELINES = ("features", "training", "evaluation")
+GLUE_JOB = "validate-features"
+ECS_CLUSTER = "ml"
+TASK_FAMILY = "model-validation"
+EVALUATION_REPORT_KEY = "evaluation/evaluation.json"
+EVALUATION_REPORT = {"metrics": {"accuracy": {"value": 0.91}, "auc": {"value": 0.95}}}
+
+_ASSUME_ROLE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {
+                "Service": ["sagemaker.amazonaws.com", "glue.amazonaws.com", "ecs-tasks.amazonaws.com"]
+            },
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+ClientFactory = Callable[[str], Any]
+
+
+def load_definition(name: str) -> str:
+    """The packaged JSON definition of demo pipeline ``name`` (one of :data:`DEMO_PIPELINES`)."""
+    if name not in DEMO_PIPELINES:
+        raise ValueError(f"unknown demo pipeline {name!r}; choose one of {', '.join(DEMO_PIPELINES)}")
+    return resources.files(__package__).joinpath("pipelines", f"{name}.json").read_text()
+
+
+def _client_factory(target: str | Any | None, region: str) -> ClientFactory:
+    """Turn a URL, an object with ``.client(service)``, or a mapping of clients into a factory."""
+    if isinstance(target, Mapping):
+        return lambda service: target[service]
+    if target is not None and not isinstance(target, str) and callable(getattr(target, "client", None)):
+        return target.client  # type: ignore[no-any-return]
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
+    )
+    endpoint_url = target or None
+
+    def make(service: str) -> Any:
+        return session.client(service, region_name=region, endpoint_url=endpoint_url)  # type: ignore[call-overload]
+
+    return make
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGION) -> dict[str, Any]:
+    """Create the demo resources; return their names, URLs and ARNs.
+
+    :param endpoint_url_or_clients: the endpoint URL (``None``: boto3's own resolution, i.e.
+        ``AWS_ENDPOINT_URL``), an object with a ``client(service)`` method (the ``local_aws`` fixture),
+        or a mapping ``{service: client}`` with ``sqs``, ``s3``, ``iam``, ``sagemaker``, ``glue``, ``ecs``.
+    """
+    from botocore.exceptions import ClientError
+
+    client = _client_factory(endpoint_url_or_clients, region)
+    result: dict[str, Any] = {}
+
+    # SQS: the callback queue and its dead-letter queue.
+    sqs = client("sqs")
+    dlq_url = sqs.create_queue(QueueName=CALLBACK_DLQ)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(QueueName=CALLBACK_QUEUE)["QueueUrl"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"}
+    )
+    result.update(queue_url=queue_url, dlq_url=dlq_url, dlq_arn=dlq_arn)
+
+    # S3: the demo bucket, the evaluation report and placeholder scripts.
+    s3 = client("s3")
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except ClientError as exc:
+        if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    s3.put_object(Bucket=BUCKET, Key=EVALUATION_REPORT_KEY, Body=json.dumps(EVALUATION_REPORT).encode())
+    for script in ("features.py", "evaluate.py", "validate_features.py"):
+        s3.put_object(Bucket=BUCKET, Key=f"scripts/{script}", Body=b"print('local demo placeholder')\n")
+    result["bucket"] = BUCKET
+
+    # IAM: the execution role.
+    iam = client("iam")
+    try:
+        role_arn = iam.create_role(
+            RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(_ASSUME_ROLE_POLICY)
+        )["Role"]["Arn"]
+    except ClientError as exc:
+        if _error_code(exc) != "EntityAlreadyExists":
+            raise
+        role_arn = iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
+    result["role_arn"] = role_arn
+
+    # SageMaker: the demo pipelines (created, or updated to the packaged definitions).
+    sagemaker = client("sagemaker")
+    pipelines: dict[str, str] = {}
+    for name in DEMO_PIPELINES:
+        definition = load_definition(name)
+        try:
+            sagemaker.describe_pipeline(PipelineName=name)
+        except ClientError as exc:
+            if _error_code(exc) not in ("ResourceNotFound", "ValidationException"):
+                raise
+            arn = sagemaker.create_pipeline(
+                PipelineName=name,
+                PipelineDisplayName=name,
+                PipelineDefinition=definition,
+                PipelineDescription=f"Local demo pipeline {name}",
+                RoleArn=role_arn,
+            )["PipelineArn"]
+        else:
+            arn = sagemaker.update_pipeline(
+                PipelineName=name, PipelineDefinition=definition, RoleArn=role_arn
+            )["PipelineArn"]
+        pipelines[name] = arn
+    result["pipelines"] = pipelines
+
+    # Glue: the feature validation job.
+    glue = client("glue")
+    try:
+        glue.create_job(
+            Name=GLUE_JOB,
+            Role=role_arn,
+            Command={
+                "Name": "glueetl",
+                "ScriptLocation": f"s3://{BUCKET}/scripts/validate_features.py",
+                "PythonVersion": "3",
+            },
+            GlueVersion="4.0",
+            DefaultArguments={"--job-language": "python"},
+        )
+    except ClientError as exc:
+        if _error_code(exc) != "AlreadyExistsException":
+            raise
+    result["glue_job"] = GLUE_JOB
+
+    # ECS: the cluster and the model validation task definition.
+    ecs = client("ecs")
+    cluster_arn = ecs.create_cluster(clusterName=ECS_CLUSTER)["cluster"]["clusterArn"]
+    existing = ecs.list_task_definitions(familyPrefix=TASK_FAMILY, sort="DESC")["taskDefinitionArns"]
+    if existing:
+        task_definition_arn = existing[0]
+    else:
+        task_definition_arn = ecs.register_task_definition(
+            family=TASK_FAMILY,
+            taskRoleArn=role_arn,
+            executionRoleArn=role_arn,
+            networkMode="awsvpc",
+            requiresCompatibilities=["EC2", "FARGATE"],
+            cpu="256",
+            memory="512",
+            containerDefinitions=[
+                {
+                    "name": "validate",
+                    "image": "public.ecr.aws/docker/library/python:3.11-slim",
+                    "essential": True,
+                    "command": ["python", "-c", "print('model validated')"],
+                }
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]
+    result.update(ecs_cluster_arn=cluster_arn, task_definition_arn=task_definition_arn)
+    return result
