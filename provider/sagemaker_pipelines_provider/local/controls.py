@@ -14,9 +14,9 @@ Controls (method — HTTP route — effect):
 
 ``reset()`` — ``POST /_local/reset``
     Forget everything: the engine's pipelines, executions, step behaviours and concurrency caps, every
-    moto resource (queues, buckets, jobs, rules, model packages...), the call record and the fault
-    rules; the time scale and default step duration return to the endpoint's start-up settings
-    (``--time-scale`` ..., else 1). The ``local_aws`` fixture resets before each test.
+    moto resource (queues, buckets, jobs, rules, model packages...), the call record, the fault rules
+    and the job outcomes; the time scale and default step duration return to the endpoint's start-up
+    settings (``--time-scale`` ..., else 1). The ``local_aws`` fixture resets before each test.
 ``set_time_scale(scale)`` — ``POST /_local/time-scale {"scale"}``
     Multiply every simulated duration by ``scale`` (>= 0): ``0.01`` makes a 60 s training step take
     0.6 s; ``1`` (the default) is real time; ``0`` runs steps back to back.
@@ -47,6 +47,25 @@ Controls (method — HTTP route — effect):
     At most ``cap`` executions of the pipeline (name or ARN) may be Executing or Stopping at once;
     StartPipelineExecution and RetryPipelineExecution beyond it answer ``ResourceLimitExceeded``.
     ``None`` removes the cap.
+``set_job_outcome(service, name, fail=DEFAULT_JOB_FAILURE, exit_code=1, fail_runs=None)`` —
+``POST /_local/job-outcomes {"service", "name", "fail", "exit_code", "fail_runs"}``
+    Make the Glue job runs (``service="glue"``, ``name`` = the job name) or ECS tasks (``"ecs"``,
+    ``name`` = the task definition family) that start from now on through the endpoint fail, which
+    moto never does. Glue: the run ends ``JobRunState: FAILED`` with ``ErrorMessage`` = ``fail`` where it
+    would have succeeded. ECS: the task's containers stop with ``exitCode`` = ``exit_code`` (non-zero)
+    and the task reports ``stoppedReason`` = ``fail``, ``stopCode: EssentialContainerExited``.
+    ``fail_runs=N``: only the first N runs/tasks started fail, later ones succeed (Airflow retries).
+    Each run is decided once, when it starts, so repeated reads agree; a new call replaces the rule
+    and restarts its count; ``fail=None`` removes the rule (runs already started keep their outcome).
+    Independently of any rule, ECS containers follow their task (moto leaves them ``PENDING``): they
+    report ``STOPPED`` with exit code 0 when the task stops, ``stopCode``/``stoppedReason`` are set, and
+    a task stopped with StopTask exits 143 (``UserInitiated``). Timing is moto's: a Glue run is terminal
+    at its first GetJobRun; an ECS task stops at its 4th DescribeTasks (one state per call). Details:
+    :mod:`.job_outcomes`.
+``clear_job_outcomes()`` — ``DELETE /_local/job-outcomes``
+    Remove every job-outcome rule (a reset does too, and also forgets the decisions).
+``job_outcomes()`` — ``GET /_local/job-outcomes``
+    The active rules, with ``failed`` (runs failed so far) and ``remaining`` (None: unlimited).
 ``calls(action=None, service=None, since=None, limit=None)`` — ``GET /_local/calls``
     The record of the AWS calls the endpoint received (oldest first; the last 200,000), each a dict:
     ``seq`` (strictly increasing, never reused; pass the last one seen as ``since`` to get only newer
@@ -80,7 +99,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, Literal
+
+from .job_outcomes import DEFAULT_JOB_FAILURE
 
 __all__ = ["LocalControlError", "LocalControls"]
 
@@ -206,6 +227,35 @@ class LocalControls:
     def set_concurrency_cap(self, pipeline: str, cap: int | None) -> None:
         """Cap the running executions of ``pipeline`` (``None`` removes the cap)."""
         self._request("POST", "concurrency-cap", {"pipeline": pipeline, "cap": cap})
+
+    def set_job_outcome(
+        self,
+        service: Literal["glue", "ecs"],
+        name: str,
+        *,
+        fail: str | None = DEFAULT_JOB_FAILURE,
+        exit_code: int = 1,
+        fail_runs: int | None = None,
+    ) -> None:
+        """Fail the Glue job runs of job ``name`` / the ECS tasks of family ``name`` started from now on
+        (the first ``fail_runs`` only, when given): Glue ``FAILED`` with ``ErrorMessage`` = ``fail``; ECS
+        containers exit ``exit_code`` with ``stoppedReason`` = ``fail``. ``fail=None`` removes the rule."""
+        payload = {
+            "service": service,
+            "name": name,
+            "fail": fail,
+            "exit_code": exit_code,
+            "fail_runs": fail_runs,
+        }
+        self._request("POST", "job-outcomes", payload)
+
+    def clear_job_outcomes(self) -> None:
+        """Remove every job-outcome rule (runs already started keep their outcome)."""
+        self._request("DELETE", "job-outcomes")
+
+    def job_outcomes(self) -> list[dict[str, Any]]:
+        """The active job-outcome rules."""
+        return self._request("GET", "job-outcomes")["job_outcomes"]  # type: ignore[no-any-return]
 
     def calls(
         self,

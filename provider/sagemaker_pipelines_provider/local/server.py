@@ -12,6 +12,9 @@ in a daemon thread. Its WSGI app (:class:`LocalEndpointApp`) routes each request
   fails, the answer is still AWS-shaped for the service's protocol (an action moto lacks: 501
   ``NotImplemented``, not retried by botocore; an operation the service does not have: 400
   ``UnknownOperationException``; a crash: 500 ``InternalFailure``), never werkzeug's HTML page.
+  moto's successful answers to the Glue job-run and ECS task actions of :data:`.job_outcomes.ACTIONS`
+  are decoded and rewritten by :class:`~.job_outcomes.JobOutcomes` (failures moto cannot produce,
+  containers that stop with their task) before they are sent.
 
 Every request except the control API and ``/moto-api`` is recorded (:class:`CallRecorder`: service from
 the SigV4 credential scope, action from ``X-Amz-Target`` or the form ``Action``, or ``"<METHOD> <path>"``
@@ -44,6 +47,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from .api import SageMakerJsonProtocol
+from .job_outcomes import DEFAULT_JOB_FAILURE, JobOutcomes
 
 if TYPE_CHECKING:
     from .controls import LocalControls
@@ -544,6 +548,7 @@ class LocalEndpointApp:
         self.protocol = SageMakerJsonProtocol(engine, strict=strict)
         self.recorder = CallRecorder()
         self.faults = FaultInjector()
+        self.job_outcomes = JobOutcomes()
         self._moto_app = moto_app
         self._moto_lock = threading.Lock()
         self._on_reset = on_reset
@@ -566,7 +571,9 @@ class LocalEndpointApp:
             return self._moto_app
 
     def reset(self) -> None:
-        """Reset the engine, moto's backends (as ``POST /moto-api/reset`` does), calls and faults."""
+        """Reset the engine, moto's backends (as ``POST /moto-api/reset`` does), calls, faults and job
+        outcomes. moto's state-manager transitions (``/moto-api/state-manager/...``) are process-wide
+        and are not reset, as moto's own reset does not reset them."""
         from moto.moto_api._internal.models import moto_api_backend
 
         with self._reset_lock:
@@ -574,6 +581,7 @@ class LocalEndpointApp:
             moto_api_backend.reset()
             self.recorder.clear()
             self.faults.clear()
+            self.job_outcomes.reset()
             with self._stats_lock:
                 self._requests.clear()
                 self._peak_in_flight = self._in_flight
@@ -661,6 +669,8 @@ class LocalEndpointApp:
             return start_response(status, headers, exc_info)
 
         try:
+            if self.job_outcomes.handles(info.service, info.action):
+                return self._call_moto_rewriting(environ, capture, info)
             return self.moto_app(environ, capture)
         except Exception as exc:
             # werkzeug would answer an HTML 500 (which botocore retries); answer AWS-shaped instead.
@@ -683,6 +693,41 @@ class LocalEndpointApp:
             headers["Content-Length"] = str(len(body))
             start_response(_status_line(status), list(headers.items()))
             return [body]
+
+    def _call_moto_rewriting(
+        self, environ: dict[str, Any], start_response: StartResponse, info: RequestInfo
+    ) -> Iterable[bytes]:
+        """Serve with moto, buffer the answer and let :attr:`job_outcomes` rewrite a successful one."""
+        chunks: list[bytes] = []
+        answered: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def buffer(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            answered[:] = [(status, list(headers))]
+            return chunks.append
+
+        iterable = self.moto_app(environ, buffer)
+        try:
+            chunks.extend(iterable)
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+        status, headers = answered[0]
+        body = b"".join(chunks)
+        if status.startswith("200"):
+            try:
+                response, request = json.loads(body or b"null"), json.loads(info.body or b"{}")
+            except (ValueError, UnicodeDecodeError):
+                response, request = None, None
+            if isinstance(response, dict) and isinstance(request, dict):
+                self.job_outcomes.rewrite(info.service, info.action, request, response)
+                body = json.dumps(response).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        return [body]
 
     # -- control API -------------------------------------------------------------------------------------
 
@@ -721,6 +766,9 @@ class LocalEndpointApp:
             ("POST", "faults"): lambda: self._set_faults(payload),
             ("DELETE", "faults"): lambda: self._clear_faults(query.get("action")),
             ("POST", "concurrency-cap"): lambda: self._set_cap(payload),
+            ("GET", "job-outcomes"): lambda: {"job_outcomes": self.job_outcomes.rules()},
+            ("POST", "job-outcomes"): lambda: self._set_job_outcome(payload),
+            ("DELETE", "job-outcomes"): self._clear_job_outcomes,
             ("GET", "calls"): lambda: self._calls(query),
             ("GET", "stats"): self.stats,
         }
@@ -790,6 +838,24 @@ class LocalEndpointApp:
                 raise ControlError(f"cap must be >= 1 or null, got {cap}")
         self.engine.set_concurrency_cap(pipeline, cap)
         return {"pipeline": pipeline, "cap": cap}
+
+    def _set_job_outcome(self, payload: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"service", "name", "fail", "exit_code", "fail_runs"}
+        unknown = sorted(set(payload) - allowed)
+        if unknown:
+            raise ControlError(f"unknown job-outcome fields {unknown}; allowed: {sorted(allowed)}")
+        rule = self.job_outcomes.set(
+            str(_require(payload, "service")),
+            str(_require(payload, "name")),
+            payload.get("fail", DEFAULT_JOB_FAILURE),
+            payload.get("exit_code", 1),
+            payload.get("fail_runs"),
+        )
+        return {"rule": rule, "job_outcomes": self.job_outcomes.rules()}
+
+    def _clear_job_outcomes(self) -> dict[str, Any]:
+        self.job_outcomes.clear()
+        return {"job_outcomes": self.job_outcomes.rules()}
 
     def _calls(self, query: dict[str, str]) -> dict[str, Any]:
         since = int(query["since"]) if query.get("since") else None

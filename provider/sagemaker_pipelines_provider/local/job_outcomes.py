@@ -1,0 +1,262 @@
+"""Outcomes of Glue job runs and ECS tasks that moto cannot produce: failures, and finished containers.
+
+moto 5.2.5 serves Glue job runs and ECS tasks, but a Glue run always ends ``SUCCEEDED``, and an ECS
+task's containers stay ``lastStatus: PENDING`` with ``exitCode: 0`` even after the task is ``STOPPED``
+(so the Amazon provider's ``EcsRunTaskOperator`` reports "This task is still pending" for every task).
+:class:`JobOutcomes` rewrites moto's decoded JSON responses to fix both; the server
+(:mod:`.server`) feeds it the responses of :data:`ACTIONS` and knows nothing of Glue or ECS itself.
+
+Contract (what a test can rely on):
+
+* A rule (``set``) is keyed by ``(service, name)``: ``glue`` + job name, or ``ecs`` + task definition
+  family. It applies to the runs/tasks **started after** it, through the endpoint (``StartJobRun``,
+  ``RunTask``, ``StartTask``); each one is decided when its start is answered, once, in start order:
+  with ``fail_runs=N`` the first N started fail and the later ones take the normal path. Setting a
+  rule again replaces it and restarts its count; ``fail=None`` removes it. A run's decision never
+  changes afterwards (removing the rule does not un-fail a run already started), so repeated reads
+  agree. Runs started before the rule, or created inside moto's backends without HTTP, are
+  unaffected.
+* Glue: a failing run keeps moto's progression and reports ``JobRunState: FAILED`` with
+  ``ErrorMessage`` = the reason where moto would report ``SUCCEEDED`` (``GetJobRun``, ``GetJobRuns``).
+* ECS (every task, failing or not, in ``RunTask``, ``StartTask``, ``StopTask`` and ``DescribeTasks``):
+  ``desiredStatus`` is ``STOPPED`` once the task is past RUNNING (moto leaves it ``RUNNING``);
+  containers follow their task — ``PENDING`` while the task is PROVISIONING/PENDING/ACTIVATING,
+  ``RUNNING`` while it is RUNNING/DEACTIVATING/STOPPING, ``STOPPED`` once it is DEPROVISIONING or
+  STOPPED; ``exitCode`` is reported only for a ``STOPPED`` container. When the task's containers stop,
+  the task gets ``stopCode`` and ``stoppedReason``, fixed at that first report:
+
+  - failing task: every container (moto models only the first container definition, which is the
+    essential one in practice) exits with ``exit_code``; ``stopCode: EssentialContainerExited``;
+    ``stoppedReason`` = the reason;
+  - normal task: exit code 0; ``EssentialContainerExited``; ``"Essential container in task exited"``
+    (what ECS reports when the essential container ends);
+  - task stopped with ``StopTask`` before its containers stopped: exit code
+    :data:`USER_STOP_EXIT_CODE` (143 = 128 + SIGTERM: the process ended on the stop signal; AWS does
+    not document one value, 137 is also seen when the container ignores SIGTERM); ``stopCode:
+    UserInitiated``; ``stoppedReason`` = the ``reason`` given to StopTask, else "Task stopped by user".
+
+Timing is moto's state manager's, left at its defaults (changing them would change every moto user
+in the process): a Glue run (``glue::job_run``, ``immediate``) is terminal at its first
+``GetJobRun``; an ECS task (``ecs::task``, ``manual`` with ``times: 1``) moves one state per
+``DescribeTasks`` — RUNNING at ``RunTask``, then DEACTIVATING, STOPPING, DEPROVISIONING (containers
+STOPPED) and STOPPED at the 4th. No wall-clock time is involved.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_JOB_FAILURE",
+    "SERVICES",
+    "USER_STOP_EXIT_CODE",
+    "JobOutcomes",
+]
+
+SERVICES = ("glue", "ecs")
+#: The failure reason ``set_job_outcome`` uses when none is given.
+DEFAULT_JOB_FAILURE = "failed by the local endpoint (set_job_outcome)"
+#: Exit code of the containers of a task stopped with StopTask (128 + SIGTERM).
+USER_STOP_EXIT_CODE = 143
+NORMAL_STOP_REASON = "Essential container in task exited"
+USER_STOP_REASON = "Task stopped by user"
+
+#: The moto responses :meth:`JobOutcomes.rewrite` must see, by SigV4 service name.
+ACTIONS: dict[str, frozenset[str]] = {
+    "glue": frozenset({"StartJobRun", "GetJobRun", "GetJobRuns"}),
+    "ecs": frozenset({"RunTask", "StartTask", "StopTask", "DescribeTasks"}),
+}
+
+_PENDING_TASK_STATES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
+_STOPPED_TASK_STATES = frozenset({"DEPROVISIONING", "STOPPED"})
+
+
+@dataclass
+class _Rule:
+    service: str
+    name: str
+    fail: str
+    exit_code: int
+    fail_runs: int | None
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        remaining = None if self.fail_runs is None else max(self.fail_runs - self.failed, 0)
+        return {
+            "service": self.service,
+            "name": self.name,
+            "fail": self.fail,
+            "exit_code": self.exit_code,
+            "fail_runs": self.fail_runs,
+            "failed": self.failed,
+            "remaining": remaining,
+        }
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class _TaskEnd:
+    exit_code: int
+    stop_code: str
+    reason: str
+
+
+def validate(service: str, name: str, fail: Any, exit_code: Any, fail_runs: Any) -> None:
+    """Raise ``ValueError`` naming the bad value and the valid choices."""
+    if service not in SERVICES:
+        raise ValueError(f"service must be one of {list(SERVICES)}, got {service!r}")
+    if not isinstance(name, str) or not name:
+        what = "the Glue job name" if service == "glue" else "the ECS task definition family"
+        raise ValueError(f"name must be {what} (a non-empty string), got {name!r}")
+    if fail is not None and (not isinstance(fail, str) or not fail):
+        raise ValueError(f"fail must be a non-empty failure reason, or None to clear the rule; got {fail!r}")
+    if isinstance(exit_code, bool) or not isinstance(exit_code, int) or exit_code == 0:
+        raise ValueError(f"exit_code must be a non-zero integer (0 is the normal outcome), got {exit_code!r}")
+    if fail_runs is not None and (
+        isinstance(fail_runs, bool) or not isinstance(fail_runs, int) or fail_runs < 1
+    ):
+        raise ValueError(f"fail_runs must be an integer >= 1, or None for every run; got {fail_runs!r}")
+
+
+def _family(task_definition_arn: str) -> str:
+    """``arn:...:task-definition/<family>:<revision>`` -> family."""
+    return task_definition_arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+
+
+class JobOutcomes:
+    """Failure rules and per-run decisions; rewrites moto's Glue and ECS responses. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: dict[tuple[str, str], _Rule] = {}
+        self._failures: dict[str, _Failure] = {}  # Glue run id or ECS task ARN -> its failure
+        self._user_stopped: dict[str, str] = {}  # ECS task ARN -> StopTask reason
+        self._task_ends: dict[str, _TaskEnd] = {}  # ECS task ARN -> how it ended, once reported
+
+    # -- rules -------------------------------------------------------------------------------------------
+
+    def set(
+        self,
+        service: str,
+        name: str,
+        fail: str | None = DEFAULT_JOB_FAILURE,
+        exit_code: int = 1,
+        fail_runs: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Replace the rule for ``(service, name)`` (``fail=None`` removes it); return it as a dict."""
+        validate(service, name, fail, exit_code, fail_runs)
+        with self._lock:
+            if fail is None:
+                self._rules.pop((service, name), None)
+                return None
+            rule = _Rule(service, name, fail, exit_code, fail_runs)
+            self._rules[(service, name)] = rule
+            return rule.as_dict()
+
+    def clear(self) -> None:
+        """Remove every rule (runs already decided keep their outcome)."""
+        with self._lock:
+            self._rules.clear()
+
+    def reset(self) -> None:
+        """Forget rules and decisions (with moto's reset, which forgets the runs themselves)."""
+        with self._lock:
+            self._rules.clear()
+            self._failures.clear()
+            self._user_stopped.clear()
+            self._task_ends.clear()
+
+    def rules(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [rule.as_dict() for rule in self._rules.values()]
+
+    # -- responses ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def handles(service: str, action: str) -> bool:
+        return action in ACTIONS.get(service, ())
+
+    def rewrite(self, service: str, action: str, request: dict[str, Any], response: dict[str, Any]) -> None:
+        """Record starts and rewrite ``response`` (moto's successful answer to ``action``) in place."""
+        with self._lock:
+            if service == "glue":
+                self._glue(action, request, response)
+            elif service == "ecs":
+                self._ecs(action, request, response)
+
+    def _decide(self, service: str, name: str, run_id: str) -> None:
+        rule = self._rules.get((service, name))
+        if rule is None or run_id in self._failures:
+            return
+        if rule.fail_runs is not None and rule.failed >= rule.fail_runs:
+            return
+        rule.failed += 1
+        self._failures[run_id] = _Failure(rule.fail, rule.exit_code)
+
+    def _glue(self, action: str, request: dict[str, Any], response: dict[str, Any]) -> None:
+        if action == "StartJobRun":
+            run_id, job = response.get("JobRunId"), request.get("JobName")
+            if isinstance(run_id, str) and isinstance(job, str):
+                self._decide("glue", job, run_id)
+            return
+        runs = (
+            [response["JobRun"]]
+            if isinstance(response.get("JobRun"), dict)
+            else response.get("JobRuns") or []
+        )
+        for run in runs:
+            failure = self._failures.get(str(run.get("Id")))
+            if failure is not None and run.get("JobRunState") == "SUCCEEDED":
+                run["JobRunState"] = "FAILED"
+                run["ErrorMessage"] = failure.reason
+
+    def _ecs(self, action: str, request: dict[str, Any], response: dict[str, Any]) -> None:
+        tasks = [response["task"]] if isinstance(response.get("task"), dict) else response.get("tasks") or []
+        for task in tasks:
+            arn = str(task.get("taskArn"))
+            if action in ("RunTask", "StartTask"):
+                self._decide("ecs", _family(str(task.get("taskDefinitionArn", ""))), arn)
+            elif action == "StopTask" and arn not in self._task_ends:
+                self._user_stopped.setdefault(arn, str(request.get("reason") or USER_STOP_REASON))
+            self._ecs_task(arn, task)
+
+    def _ecs_task(self, arn: str, task: dict[str, Any]) -> None:
+        status = task.get("lastStatus")
+        if status in _PENDING_TASK_STATES:
+            container_status = "PENDING"
+        elif status in _STOPPED_TASK_STATES:
+            container_status = "STOPPED"
+        else:
+            container_status = "RUNNING"
+        if status not in _PENDING_TASK_STATES and status != "RUNNING":
+            task["desiredStatus"] = "STOPPED"  # moto leaves RUNNING; ECS sets STOPPED once stopping starts
+        end: _TaskEnd | None = None
+        if container_status == "STOPPED":
+            end = self._task_ends.get(arn)
+            if end is None:
+                end = self._task_end(arn)
+                self._task_ends[arn] = end
+            task["stopCode"] = end.stop_code
+            task["stoppedReason"] = end.reason
+        for container in task.get("containers") or []:
+            container["lastStatus"] = container_status
+            if end is not None:
+                container["exitCode"] = end.exit_code
+            else:
+                container.pop("exitCode", None)
+
+    def _task_end(self, arn: str) -> _TaskEnd:
+        if arn in self._user_stopped:
+            return _TaskEnd(USER_STOP_EXIT_CODE, "UserInitiated", self._user_stopped[arn])
+        failure = self._failures.get(arn)
+        if failure is not None:
+            return _TaskEnd(failure.exit_code, "EssentialContainerExited", failure.reason)
+        return _TaskEnd(0, "EssentialContainerExited", NORMAL_STOP_REASON)
