@@ -1,0 +1,120 @@
+"""SageMakerPipelineExecutionSensor: wait for a pipeline execution started elsewhere.
+
+Same status policy as the operator (:func:`~sagemaker_pipelines_provider.utils.status.execution_outcome`):
+Succeeded is success, Failed and Stopped fail the task (``allow_stopped=True`` accepts Stopped), and the
+same result dict (:func:`~sagemaker_pipelines_provider.hooks.pipeline.build_execution_result`) is returned
+to XCom. Works in ``poke``, ``reschedule`` and deferrable modes. The sensor never stops the execution it
+watches: it did not start it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.sdk import PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowException
+
+from sagemaker_pipelines_provider.hooks.pipeline import (
+    SageMakerPipelineHook,
+    failure_message,
+    pipeline_name_from_arn,
+)
+from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
+from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
+    """Wait until a SageMaker pipeline execution ends; return its result.
+
+    :param pipeline_execution_arn: the execution to watch. Templated (typically pulled from the XCom of
+        the task that started it).
+    :param allow_stopped: a Stopped execution is a success instead of a failure.
+    :param deferrable: wait in the triggerer; default from ``[operators] default_deferrable``.
+    :param aws_conn_id: Airflow AWS connection (``aws_default``); ``region_name``, ``verify`` and
+        ``botocore_config`` as on every Amazon provider sensor.
+
+    ``poke_interval``, ``timeout``, ``mode`` and the other ``BaseSensorOperator`` arguments apply; in
+    deferrable mode ``poke_interval`` is the trigger's poll interval and ``timeout`` the deferral timeout.
+    """
+
+    aws_hook_class = SageMakerPipelineHook
+    template_fields: Sequence[str] = aws_template_fields("pipeline_execution_arn")
+    operator_extra_links = (SageMakerPipelineExecutionLink(),)
+    ui_color = "#f0eee4"
+
+    def __init__(
+        self,
+        *,
+        pipeline_execution_arn: str,
+        allow_stopped: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pipeline_execution_arn = pipeline_execution_arn
+        self.allow_stopped = allow_stopped
+        self.deferrable = deferrable
+
+    def _step_types(self) -> dict[str, str]:
+        pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
+        if not pipeline:
+            return {}
+        try:
+            return self.hook.describe_pipeline(pipeline).step_types
+        except Exception as err:  # only the result's step types are lost
+            self.log.warning("Could not read the definition of %s for step types: %s", pipeline, err)
+            return {}
+
+    def execute(self, context: Context) -> Any:
+        context["ti"].xcom_push(key=EXECUTION_ARN_XCOM_KEY, value=self.pipeline_execution_arn)
+        if not self.deferrable:
+            return super().execute(context)
+        verdict = self.poke(context)  # already over: no need to defer
+        if isinstance(verdict, PokeReturnValue) and verdict.is_done:
+            return verdict.xcom_value
+        self.defer(
+            trigger=PipelineExecutionTrigger(
+                self.pipeline_execution_arn,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
+                poll_interval=float(self.poke_interval),
+                allow_stopped=self.allow_stopped,
+                stop_on_kill=False,
+                step_types=self._step_types(),
+            ),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=float(self.timeout)) if self.timeout else None,
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        hook = self.hook
+        arn = self.pipeline_execution_arn
+        status = hook.describe_pipeline_execution(arn)["PipelineExecutionStatus"]
+        outcome = execution_outcome(status, allow_stopped=self.allow_stopped)
+        self.log.info("Pipeline execution %s is %s", arn, status)
+        if outcome is Outcome.RUNNING:
+            return False
+        result = hook.get_execution_result(arn, step_types=self._step_types())
+        if outcome is Outcome.SUCCESS:
+            return PokeReturnValue(is_done=True, xcom_value=result)
+        raise AirflowException(failure_message(result))
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
+        if not event:
+            raise AirflowException("PipelineExecutionTrigger fired without an event payload.")
+        if event.get("status") == "success":
+            return dict(event["result"])
+        raise AirflowException(
+            event.get("message") or f"Waiting for {self.pipeline_execution_arn} failed: {event}"
+        )

@@ -1,0 +1,297 @@
+"""PipelineExecutionTrigger: wait, inside the triggerer, for one SageMaker pipeline execution to end.
+
+The trigger is its serialisable arguments plus a run loop. Its status comes from the process-wide
+:class:`~sagemaker_pipelines_provider.triggers.poller.ExecutionStatusPoller` of its pipeline (one
+``ListPipelineExecutions`` page per round for all executions waited on), so a triggerer waiting on 300
+executions of one pipeline makes a handful of calls per round, not 300. Steps are listed only when the
+execution's status changes and once at the end (for the result), and each step status change is logged
+once.
+
+Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn``:
+
+- ``{"status": "success", "result": {...}}`` — the execution ended in a status the policy accepts;
+- ``{"status": "failure", "result": {...}, "message": "..."}`` — it ended Failed (or Stopped, unless
+  ``allow_stopped``); the message names the failed steps, their reasons, job ARNs and the console link;
+- ``{"status": "timeout", "result": {...}, "message": "..."}`` — ``deadline`` passed first (the task's
+  ``execution_timeout``); the execution was stopped if ``stop_on_kill``;
+- ``{"status": "error", "message": "..."}`` — the status could not be read (after the hook's retries).
+
+Kill: when a user acts on the deferred task (mark failed / success, clear) or its DAG run times out,
+Airflow's triggerer cancels the trigger and calls :meth:`PipelineExecutionTrigger.on_kill`, which stops
+the execution when ``stop_on_kill`` is set. ``cleanup`` (every exit, including triggerer restarts and
+redistribution) only releases the subscription: it never stops the execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from sagemaker_pipelines_provider.hooks.pipeline import (
+    SageMakerPipelineHook,
+    failure_message,
+    pipeline_name_from_arn,
+    step_transitions,
+)
+from sagemaker_pipelines_provider.triggers.poller import (
+    ExecutionStatusPoller,
+    ExecutionUpdate,
+    PollerKey,
+    get_poller,
+)
+from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
+
+CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.PipelineExecutionTrigger"
+T = TypeVar("T")
+
+
+class PipelineExecutionTrigger(BaseTrigger):
+    """Fire once when a pipeline execution ends (or the deadline passes).
+
+    :param pipeline_execution_arn: the execution to wait for.
+    :param aws_conn_id: Airflow AWS connection (``aws_default``); ``region_name``, ``verify`` and
+        ``botocore_config`` as on the Amazon provider's hooks.
+    :param poll_interval: seconds between status polls (the shared poller uses the smallest interval
+        among its subscribers).
+    :param allow_stopped: treat ``Stopped`` as success (the terminal-status policy's only option).
+    :param stop_on_kill: stop the execution in :meth:`on_kill` and when ``deadline`` passes (set by the
+        operator that started it; a sensor leaves it False).
+    :param stop_token: ``ClientRequestToken`` for that stop (derived by the operator from the task's
+        identity, so every stop path of one task sends the same request).
+    :param deadline: ISO-8601 time at which to stop waiting (the task's ``execution_timeout``).
+    :param step_types: step name -> step Type, from the pipeline's definition (for the result and log).
+    """
+
+    def __init__(
+        self,
+        pipeline_execution_arn: str,
+        *,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+        poll_interval: float = 30.0,
+        allow_stopped: bool = False,
+        stop_on_kill: bool = False,
+        stop_token: str | None = None,
+        deadline: str | None = None,
+        step_types: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pipeline_execution_arn = pipeline_execution_arn
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = dict(botocore_config) if botocore_config else None
+        self.poll_interval = float(poll_interval)
+        self.allow_stopped = allow_stopped
+        self.stop_on_kill = stop_on_kill
+        self.stop_token = stop_token
+        self.deadline = deadline
+        self.step_types = dict(step_types or {})
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASSPATH,
+            {
+                "pipeline_execution_arn": self.pipeline_execution_arn,
+                "aws_conn_id": self.aws_conn_id,
+                "region_name": self.region_name,
+                "verify": self.verify,
+                "botocore_config": self.botocore_config,
+                "poll_interval": self.poll_interval,
+                "allow_stopped": self.allow_stopped,
+                "stop_on_kill": self.stop_on_kill,
+                "stop_token": self.stop_token,
+                "deadline": self.deadline,
+                "step_types": self.step_types,
+            },
+        )
+
+    # -------------------------------------------------------------------------------------------------
+
+    def _poller_key(self) -> PollerKey:
+        pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
+        if not pipeline:
+            raise ValueError(f"{self.pipeline_execution_arn!r} is not a SageMaker pipeline execution ARN")
+        return PollerKey.build(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            pipeline_name=pipeline,
+        )
+
+    def _hook(self) -> SageMakerPipelineHook:
+        return SageMakerPipelineHook(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        )
+
+    def _seconds_left(self) -> float | None:
+        if not self.deadline:
+            return None
+        deadline = dt.datetime.fromisoformat(self.deadline)
+        if deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=dt.UTC)
+        return max(0.0, (deadline - dt.datetime.now(dt.UTC)).total_seconds())
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        arn = self.pipeline_execution_arn
+        try:
+            key = self._poller_key()
+        except ValueError as err:
+            yield self._error(str(err))
+            return
+        poller = get_poller(key)
+        seen_steps: dict[str, str] = {}
+        last: ExecutionUpdate | None = None
+        # No await between get_poller and subscribe: the poller cannot end in between.
+        async with poller.subscribe(arn, self.poll_interval) as updates:
+            while True:
+                update = await self._next_update(updates)
+                if update is None:  # the deadline passed first
+                    yield await self._timeout_event(poller, seen_steps, last)
+                    return
+                if update.error is not None:
+                    yield self._error(f"Could not read the status of {arn}: {update.error}")
+                    return
+                try:
+                    outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
+                except ValueError as err:
+                    yield self._error(str(err))
+                    return
+                if last is not None and update.status == last.status:
+                    last = update
+                    continue
+                last = update
+                self.log.info("Pipeline execution %s is %s", arn, update.status)
+                steps = await self._list_steps(poller, seen_steps)
+                if outcome is Outcome.RUNNING:
+                    continue
+                result = await self._result(poller, steps, update)
+                if outcome is Outcome.SUCCESS:
+                    yield TriggerEvent({"status": "success", "pipeline_execution_arn": arn, "result": result})
+                else:
+                    message = failure_message(result)
+                    yield TriggerEvent(
+                        {
+                            "status": "failure",
+                            "pipeline_execution_arn": arn,
+                            "result": result,
+                            "message": message,
+                        }
+                    )
+                return
+
+    def _error(self, message: str) -> TriggerEvent:
+        return TriggerEvent(
+            {"status": "error", "pipeline_execution_arn": self.pipeline_execution_arn, "message": message}
+        )
+
+    async def _next_update(self, updates: asyncio.Queue[ExecutionUpdate]) -> ExecutionUpdate | None:
+        left = self._seconds_left()
+        if left is None:
+            return await updates.get()
+        try:
+            return await asyncio.wait_for(updates.get(), timeout=left)
+        except TimeoutError:
+            return None
+
+    async def _call(self, poller: ExecutionStatusPoller, call: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``call(client)`` on the poller's client, or on a client of our own if it has none."""
+        client = await poller.client()
+        if client is not None:
+            return await call(client)
+        async with poller.hook.async_client() as own:
+            return await call(own)
+
+    async def _list_steps(
+        self, poller: ExecutionStatusPoller, seen_steps: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """List the steps and log one line per step whose status changed since the last listing."""
+        hook, arn = poller.hook, self.pipeline_execution_arn
+        steps = await self._call(
+            poller, lambda client: hook.alist_pipeline_execution_steps(arn, client=client)
+        )
+        new_seen, lines = step_transitions(seen_steps, steps, self.step_types)
+        seen_steps.clear()
+        seen_steps.update(new_seen)
+        for line in lines:
+            self.log.info("%s", line)
+        return steps
+
+    async def _result(
+        self, poller: ExecutionStatusPoller, steps: list[dict[str, Any]], update: ExecutionUpdate | None
+    ) -> dict[str, Any]:
+        hook, arn = poller.hook, self.pipeline_execution_arn
+        describe = update.as_describe(arn) if update is not None and update.status else None
+        return await self._call(
+            poller,
+            lambda client: hook.aget_execution_result(
+                arn, client=client, step_types=self.step_types, steps=steps, describe=describe
+            ),
+        )
+
+    async def _timeout_event(
+        self, poller: ExecutionStatusPoller, seen_steps: dict[str, str], last: ExecutionUpdate | None
+    ) -> TriggerEvent:
+        arn = self.pipeline_execution_arn
+        message = f"Deadline {self.deadline} (execution_timeout) passed while waiting for {arn}."
+        if self.stop_on_kill:
+            stopped = await self._stop()
+            message += " The execution was stopped." if stopped else " It had already ended or was stopping."
+        else:
+            message += " The execution was left running (stop_on_kill=False)."
+        steps = await self._list_steps(poller, seen_steps)
+        result = await self._result(poller, steps, None)  # fresh status: the stop just changed it
+        return TriggerEvent(
+            {"status": "timeout", "pipeline_execution_arn": arn, "result": result, "message": message}
+        )
+
+    async def _stop(self) -> bool:
+        """Stop the execution (own client: the poller may be gone). True when a stop was requested."""
+        hook = self._hook()
+        token = self.stop_token or _fallback_stop_token(self.pipeline_execution_arn)
+        async with hook.async_client() as client:
+            stopped = await hook.astop_pipeline_execution(
+                self.pipeline_execution_arn, client_request_token=token, client=client
+            )
+        self.log.info(
+            "%s pipeline execution %s",
+            "Stopped" if stopped else "Nothing to stop: already ended,",
+            self.pipeline_execution_arn,
+        )
+        return stopped
+
+    async def on_kill(self) -> None:
+        """The task was killed while deferred (user action or DAG run timeout): stop the execution.
+
+        Only when ``stop_on_kill`` (the operator that started the execution sets it). Airflow bounds this
+        call (``[triggerer] on_kill_timeout``, 30 s by default); the stop's own retry budget is shorter.
+        """
+        if not self.stop_on_kill:
+            self.log.info(
+                "Task killed; execution %s left running (stop_on_kill=False)", self.pipeline_execution_arn
+            )
+            return
+        await self._stop()
+
+    async def cleanup(self) -> None:
+        """Release nothing but local resources: the subscription is left by exiting ``run``.
+
+        Never stops the execution: ``cleanup`` also runs when the triggerer restarts or hands the trigger
+        to another triggerer, and the execution must keep running then.
+        """
+
+
+def _fallback_stop_token(arn: str) -> str:
+    from sagemaker_pipelines_provider.utils.tokens import idempotency_token
+
+    return idempotency_token("stop", arn)

@@ -1,0 +1,53 @@
+"""Test harness: a throwaway AIRFLOW_HOME with SQLite, migrated once per test session.
+
+The environment is set at import time, before anything imports Airflow, because Airflow reads its
+configuration once on first import. The local AWS endpoint fixtures (``local_aws``) come from this
+package's own pytest plugin (``sagemaker_pipelines_provider.local.pytest_plugin``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS_FOLDER = REPO / "dags"
+
+_home = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_home)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home / 'airflow.db'}"
+os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Never let a test reach real AWS with whatever credentials the machine has.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.pop("AWS_PROFILE", None)
+
+for _path in (DAGS_FOLDER, REPO / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[Path]:
+    """Migrate the throwaway SQLite metadata database once per session."""
+    from airflow.utils import db
+
+    db.initdb()
+    yield _home
+
+
+@pytest.fixture
+def dag_runner(airflow_db: Path) -> object:
+    """The in-process DAG runner (``tests/airflow_harness.py``) with the metadata DB ready."""
+    import airflow_harness
+
+    return airflow_harness

@@ -1,0 +1,241 @@
+"""Shared helpers of the pipeline operator / sensor / trigger integration tests (no tests here).
+
+Everything runs against the local endpoint (``local_aws`` fixture) in Airflow DAG tests (``dag_runner``):
+``dag.test()`` in-process, deferrable tasks with their triggers in line, retries in line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
+
+T = TypeVar("T")
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerPipelineExecutionRole"
+#: Small delays so that throttling and capacity waits cost milliseconds, not seconds.
+FAST_BACKOFF = BackoffPolicy(
+    base_delay=0.02,
+    max_delay=0.2,
+    max_attempts=25,
+    budget_seconds=30,
+    capacity_base_delay=0.05,
+    capacity_max_delay=0.3,
+)
+POLL = 0.1
+START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+_ids = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A DAG id (or pipeline name) no other test of the session uses."""
+    return f"{prefix}-{next(_ids)}-{int(time.time() * 1000) % 100000}"
+
+
+def processing_step(name: str, depends_on: Iterable[str] = (), **arguments: Any) -> dict[str, Any]:
+    step: dict[str, Any] = {"Name": name, "Type": "Processing", "Arguments": dict(arguments)}
+    if depends_on:
+        step["DependsOn"] = list(depends_on)
+    return step
+
+
+def training_step(name: str, depends_on: Iterable[str] = ()) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "Name": name,
+        "Type": "Training",
+        "Arguments": {
+            "AlgorithmSpecification": {"TrainingImage": "img", "TrainingInputMode": "File"},
+            "OutputDataConfig": {"S3OutputPath": "s3://bucket/models"},
+            "RoleArn": ROLE_ARN,
+        },
+    }
+    if depends_on:
+        step["DependsOn"] = list(depends_on)
+    return step
+
+
+#: Parameters of the pipeline most tests use: every type, one without default.
+PARAMETERS = [
+    {"Name": "RunDate", "Type": "String"},
+    {"Name": "Rows", "Type": "Integer", "DefaultValue": 10},
+    {"Name": "Ratio", "Type": "Float", "DefaultValue": 0.5},
+    {"Name": "Full", "Type": "Boolean", "DefaultValue": False},
+]
+
+
+def create_pipeline(
+    local_aws: Any,
+    name: str | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+) -> str:
+    """Create a pipeline on the endpoint (default: Prep -> Train, :data:`PARAMETERS`); return its name."""
+    name = name or unique("pipe")
+    definition = {
+        "Version": "2020-12-01",
+        "Parameters": PARAMETERS if parameters is None else parameters,
+        "Steps": steps
+        if steps is not None
+        else [processing_step("Prep", Date={"Get": "Parameters.RunDate"}), training_step("Train", ["Prep"])],
+    }
+    local_aws.client("sagemaker").create_pipeline(
+        PipelineName=name, PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN
+    )
+    return name
+
+
+def fast_endpoint(local_aws: Any, step_seconds: float = 0.05) -> None:
+    """Steps take ``step_seconds`` of real time."""
+    local_aws.controls.set_time_scale(1.0)
+    local_aws.controls.set_default_step_duration(step_seconds)
+
+
+def executions(local_aws: Any, pipeline: str) -> list[dict[str, Any]]:
+    """Every execution of ``pipeline`` (all pages), newest first."""
+    client = local_aws.client("sagemaker")
+    found: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"PipelineName": pipeline, "MaxResults": 100}
+    while True:
+        page = client.list_pipeline_executions(**kwargs)
+        found.extend(page["PipelineExecutionSummaries"])
+        if not page.get("NextToken"):
+            return found
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def calls(local_aws: Any, action: str, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """Recorded calls of ``action`` (to ``pipeline`` when given, by name or execution ARN)."""
+    found = local_aws.controls.calls(action=action)
+    if pipeline is None:
+        return found
+    return [c for c in found if _mentions(c.get("args") or {}, pipeline)]
+
+
+def _mentions(args: dict[str, Any], pipeline: str) -> bool:
+    name = str(args.get("PipelineName") or "")
+    arn = str(args.get("PipelineExecutionArn") or "")
+    return name == pipeline or name.endswith(f"/{pipeline}") or f":pipeline/{pipeline}/" in arn
+
+
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Call ``probe`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last: {value!r}")
+        time.sleep(interval)
+
+
+def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    """An XCom value of a finished run (read from the metadata DB)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=dag_run.run_id,
+                key=key,
+                dag_ids=dag_run.dag_id,
+                task_ids=task_id,
+                map_indexes=map_index,
+            )
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+class CallbackAnswerer:
+    """Answers the waiting callback steps of ``pipeline`` from a background thread (through our hook).
+
+    Finds tokens in ListPipelineExecutionSteps (``Metadata.Callback.CallbackToken``), as a reconciler would.
+    """
+
+    def __init__(self, local_aws: Any, pipeline: str, outputs: dict[str, Any]) -> None:
+        self.local_aws = local_aws
+        self.pipeline = pipeline
+        self.outputs = outputs
+        self.answered: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> CallbackAnswerer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
+        from sagemaker_pipelines_provider.utils.tokens import idempotency_token
+
+        hook = SageMakerPipelineHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST_BACKOFF)
+        sagemaker = self.local_aws.client("sagemaker")
+        while not self._stop.is_set():
+            for summary in executions(self.local_aws, self.pipeline):
+                if summary["PipelineExecutionStatus"] != "Executing":
+                    continue
+                steps = sagemaker.list_pipeline_execution_steps(
+                    PipelineExecutionArn=summary["PipelineExecutionArn"]
+                )
+                for step in steps["PipelineExecutionSteps"]:
+                    token = (step.get("Metadata", {}).get("Callback") or {}).get("CallbackToken")
+                    if step["StepStatus"] == "Executing" and token and token not in self.answered:
+                        hook.send_step_success(token, self.outputs, idempotency_token("test-answer", token))
+                        self.answered.append(token)
+            time.sleep(0.05)
+
+
+class Stopper:
+    """Stops every execution of ``pipeline`` (with plain boto3) shortly after it starts executing."""
+
+    def __init__(self, local_aws: Any, pipeline: str, after: float = 0.2) -> None:
+        self.local_aws = local_aws
+        self.pipeline = pipeline
+        self.after = after
+        self.stopped: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Stopper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        sagemaker = self.local_aws.client("sagemaker")
+        while not self._stop.is_set():
+            for summary in executions(self.local_aws, self.pipeline):
+                arn = summary["PipelineExecutionArn"]
+                if summary["PipelineExecutionStatus"] == "Executing" and arn not in self.stopped:
+                    time.sleep(self.after)
+                    sagemaker.stop_pipeline_execution(
+                        PipelineExecutionArn=arn, ClientRequestToken="s" * 40 + arn[-12:]
+                    )
+                    self.stopped.append(arn)
+            time.sleep(0.03)
+
+
+class Failures:
+    """An ``on_failure_callback`` / ``on_retry_callback`` that records each exception message per task."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, context: Any) -> None:
+        self.messages.append(str(context.get("exception")))

@@ -1,0 +1,215 @@
+"""PipelineExecutionTrigger in an event loop against the local endpoint (as the triggerer runs it).
+
+Kill and cancellation use Airflow's own ``TriggerRunner`` (the triggerer's in-process runner): a user
+action (mark failed / success, clear) or a DAG run timeout reaches a deferred task only as the
+triggerer cancelling its trigger with the user-action message, which then awaits ``on_kill``.
+``dag.test()`` cannot produce that (it runs a trigger with ``asyncio.run`` and no triggerer), so the
+deferred kill is tested here, one level down, through that exact cancellation path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.poller import active_pollers
+from test_pipeline_operator_helpers import (
+    calls,
+    create_pipeline,
+    executions,
+    fast_endpoint,
+    processing_step,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def start(local_aws: Any, pipeline: str, count: int = 1) -> list[str]:
+    sagemaker = local_aws.client("sagemaker")
+    return [
+        sagemaker.start_pipeline_execution(PipelineName=pipeline, PipelineExecutionDisplayName=f"e{i}")[
+            "PipelineExecutionArn"
+        ]
+        for i in range(count)
+    ]
+
+
+def status(local_aws: Any, arn: str) -> str:
+    return local_aws.client("sagemaker").describe_pipeline_execution(PipelineExecutionArn=arn)[
+        "PipelineExecutionStatus"
+    ]
+
+
+async def first_event(trigger: PipelineExecutionTrigger) -> dict[str, Any]:
+    event = await anext(trigger.run())
+    return dict(event.payload)
+
+
+def test_one_poller_per_pipeline_coalesces_every_waiting_execution(local_aws: Any) -> None:
+    fast_endpoint(local_aws, step_seconds=2.5)  # long enough for several poll rounds after start-up
+    steps = [processing_step("Prep"), processing_step("Score", ["Prep"])]
+    first = create_pipeline(local_aws, parameters=[], steps=steps)
+    second = create_pipeline(local_aws, parameters=[], steps=steps)
+    arns = start(local_aws, first, 12) + start(local_aws, second, 3)
+    since = local_aws.controls.calls()[-1]["seq"]
+    interval = 0.2
+
+    async def wait_all() -> tuple[list[dict[str, Any]], int]:
+        triggers = [PipelineExecutionTrigger(arn, poll_interval=interval) for arn in arns]
+        events = await asyncio.gather(*(first_event(t) for t in triggers))
+        await asyncio.sleep(interval * 2)  # the pollers notice they have nobody left and end
+        return events, len(active_pollers())
+
+    began = time.monotonic()
+    events, pollers_left = asyncio.run(wait_all())
+    elapsed = time.monotonic() - began
+
+    assert [e["status"] for e in events] == ["success"] * 15
+    assert [e["result"]["pipeline_execution_arn"] for e in events] == arns
+    assert all(e["result"]["steps"]["Score"]["status"] == "Succeeded" for e in events)
+    assert pollers_left == 0
+
+    recorded = [c for c in local_aws.controls.calls(service="sagemaker") if c["seq"] > since]
+
+    def count(action: str, pipeline: str) -> int:
+        return sum(1 for c in recorded if c["action"] == action and _about(c, pipeline))
+
+    rounds = elapsed / interval + 2
+    for pipeline, executions_watched in ((first, 12), (second, 3)):
+        # One page per round for all executions of the pipeline; never one call per execution per round.
+        assert 3 <= count("ListPipelineExecutions", pipeline) <= rounds
+        assert count("DescribePipelineExecution", pipeline) == 0  # all found in the list pages
+        # Steps are listed on a status change only: first sight (Executing) and the end.
+        assert count("ListPipelineExecutionSteps", pipeline) <= 2 * executions_watched
+        assert count("ListPipelineParametersForExecution", pipeline) == executions_watched
+
+
+def _about(call: dict[str, Any], pipeline: str) -> bool:
+    args = call.get("args") or {}
+    return args.get("PipelineName") == pipeline or f":pipeline/{pipeline}/" in str(
+        args.get("PipelineExecutionArn")
+    )
+
+
+def test_failure_event_names_the_step_and_its_reason(local_aws: Any) -> None:
+    fast_endpoint(local_aws)
+    pipeline = create_pipeline(
+        local_aws, parameters=[], steps=[processing_step("Prep"), processing_step("Fit", ["Prep"])]
+    )
+    local_aws.controls.set_step_behaviour(pipeline, "Fit", fail="out of memory")
+    (arn,) = start(local_aws, pipeline)
+    event = asyncio.run(
+        first_event(PipelineExecutionTrigger(arn, poll_interval=0.1, step_types={"Fit": "Processing"}))
+    )
+    assert event["status"] == "failure"
+    assert event["result"]["status"] == "Failed"
+    assert "Fit (Processing): out of memory" in event["message"]
+    assert ":processing-job/" in event["message"]
+    assert "console.aws.amazon.com/sagemaker/home?region=us-east-1#/pipelines/" in event["message"]
+
+
+@pytest.mark.parametrize("allow_stopped", [False, True])
+def test_stopped_follows_the_policy(local_aws: Any, allow_stopped: bool) -> None:
+    fast_endpoint(local_aws, step_seconds=30)
+    pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Slow")])
+    (arn,) = start(local_aws, pipeline)
+    local_aws.client("sagemaker").stop_pipeline_execution(
+        PipelineExecutionArn=arn, ClientRequestToken="x" * 40
+    )
+    event = asyncio.run(
+        first_event(PipelineExecutionTrigger(arn, poll_interval=0.1, allow_stopped=allow_stopped))
+    )
+    assert event["status"] == ("success" if allow_stopped else "failure")
+    assert event["result"]["status"] == "Stopped"
+
+
+def test_the_deadline_stops_the_execution_and_fires_a_timeout(local_aws: Any) -> None:
+    import datetime as dt
+
+    fast_endpoint(local_aws, step_seconds=30)
+    pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Slow")])
+    (arn,) = start(local_aws, pipeline)
+    deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.5)).isoformat()
+    trigger = PipelineExecutionTrigger(
+        arn, poll_interval=0.1, stop_on_kill=True, stop_token="k" * 64, deadline=deadline
+    )
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "timeout"
+    assert "was stopped" in event["message"]
+    (stop,) = calls(local_aws, "StopPipelineExecution", pipeline)
+    assert stop["args"]["ClientRequestToken"] == "k" * 64
+    wait_until(lambda: status(local_aws, arn) == "Stopped", what="Stopped")
+
+
+async def run_in_airflow_trigger_runner(
+    trigger: PipelineExecutionTrigger, wait_for: Any, user_action: bool
+) -> Any:
+    """Run ``trigger`` in Airflow's TriggerRunner, then cancel it as the triggerer does."""
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+
+    runner = TriggerRunner()
+    task = asyncio.create_task(runner.run_trigger(1, trigger))
+    runner.triggers[1] = {"task": task, "name": "pipeline-trigger", "events": 0, "is_watcher": False}
+    await wait_for()
+    if user_action:  # mark failed / success, clear, DAG run timeout: the trigger row is gone
+        runner.to_cancel.append(1)
+        await runner.cancel_triggers()
+    else:  # triggerer shutting down / handing the trigger to another triggerer
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0.3)
+    return len(active_pollers())
+
+
+@pytest.mark.parametrize(
+    ("user_action", "stop_on_kill", "stopped"),
+    [(True, True, True), (True, False, False), (False, True, False)],
+    ids=["user-kill-stops", "user-kill-stop_on_kill-off", "triggerer-restart-keeps-running"],
+)
+def test_cancelling_the_trigger(local_aws: Any, user_action: bool, stop_on_kill: bool, stopped: bool) -> None:
+    fast_endpoint(local_aws, step_seconds=30)
+    pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Slow")])
+    (arn,) = start(local_aws, pipeline)
+    trigger = PipelineExecutionTrigger(arn, poll_interval=0.1, stop_on_kill=stop_on_kill, stop_token="k" * 64)
+
+    async def subscribed() -> None:
+        while not any(arn in p.watched for p in active_pollers().values()):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # a poll round or two
+
+    pollers_left = asyncio.run(run_in_airflow_trigger_runner(trigger, subscribed, user_action))
+
+    assert pollers_left == 0, "the cancelled trigger must leave its poller"
+    stops = calls(local_aws, "StopPipelineExecution", pipeline)
+    if stopped:
+        assert [c["args"]["ClientRequestToken"] for c in stops] == ["k" * 64]
+        wait_until(lambda: status(local_aws, arn) == "Stopped", what="Stopped")
+    else:
+        assert stops == []
+        assert status(local_aws, arn) == "Executing"
+
+
+def test_a_cancelled_trigger_leaves_the_others_polling(local_aws: Any) -> None:
+    fast_endpoint(local_aws, step_seconds=1.0)
+    pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Only")])
+    kept, dropped = start(local_aws, pipeline, 2)
+
+    async def scenario() -> tuple[frozenset[str], dict[str, Any]]:
+        keep = asyncio.create_task(first_event(PipelineExecutionTrigger(kept, poll_interval=0.1)))
+        drop = asyncio.create_task(first_event(PipelineExecutionTrigger(dropped, poll_interval=0.1)))
+        while sum(len(p.watched) for p in active_pollers().values()) < 2:
+            await asyncio.sleep(0.02)
+        drop.cancel()
+        await asyncio.gather(drop, return_exceptions=True)
+        (poller,) = active_pollers().values()
+        watched = poller.watched
+        return watched, await keep
+
+    watched, event = asyncio.run(scenario())
+    assert watched == frozenset({kept})
+    assert event["status"] == "success"
+    assert {e["PipelineExecutionStatus"] for e in executions(local_aws, pipeline)} == {"Succeeded"}
