@@ -39,7 +39,17 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [f"{_PKG}.operators.pipeline"],
             }
         ],
-        "sensors": [{"integration-name": integration, "python-modules": [f"{_PKG}.sensors.pipeline"]}],
-        "triggers": [{"integration-name": integration, "python-modules": [f"{_PKG}.triggers.pipeline"]}],
+        "sensors": [
+            {
+                "integration-name": integration,
+                "python-modules": [f"{_PKG}.sensors.pipeline", f"{_PKG}.sensors.pipeline_step"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": integration,
+                "python-modules": [f"{_PKG}.triggers.pipeline", f"{_PKG}.triggers.pipeline_step"],
+            }
+        ],
         "extra-links": [f"{_PKG}.links.pipeline.SageMakerPipelineExecutionLink"],
     }

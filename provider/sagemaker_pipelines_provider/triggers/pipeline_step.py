@@ -1,0 +1,212 @@
+"""PipelineStepTrigger: wait, inside the triggerer, until one step of a pipeline execution is decided.
+
+Serialisable arguments plus a run loop. The status comes from the shared
+:class:`~sagemaker_pipelines_provider.triggers.step_poller.ExecutionStepsPoller` of the execution (one
+``ListPipelineExecutionSteps`` per execution per round for all its step triggers, the execution status from
+the pipeline's shared execution poller); the verdict from the one step policy,
+:func:`~sagemaker_pipelines_provider.utils.step_status.step_verdict`.
+
+Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn``, ``step_name`` and
+``execution_status``:
+
+- ``{"status": "success" | "failed" | "skipped", "reason": "...", "step": {...} | None}`` — the verdict;
+  ``step`` is the step's entry as :func:`~sagemaker_pipelines_provider.hooks.pipeline.build_execution_result`
+  shapes it (JSON-serialisable; None when the step was never listed). With ``wait_for_execution_end``, a
+  ``failed`` verdict is held back until the execution itself is terminal (the waiting task means to resume
+  the execution, which SageMaker accepts only once it has ended Failed);
+- ``{"status": "error", "message": "..."}`` — the status could not be read (after the hook's retries).
+
+The trigger never changes the execution: ``on_kill`` and ``cleanup`` only leave the subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from sagemaker_pipelines_provider.hooks.pipeline import pipeline_name_from_arn
+from sagemaker_pipelines_provider.triggers.poller import PollerKey
+from sagemaker_pipelines_provider.triggers.step_poller import StepsPollerKey, get_steps_poller
+from sagemaker_pipelines_provider.utils.status import is_terminal
+from sagemaker_pipelines_provider.utils.step_status import BranchRef, StepVerdict, step_verdict
+
+CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline_step.PipelineStepTrigger"
+
+
+def step_payload(
+    verdict: StepVerdict, *, step_name: str, step_type: str | None, arn: str
+) -> dict[str, Any] | None:
+    """The JSON-serialisable form of a step entry (the per-step shape of an execution result)."""
+    if verdict.entry is None:
+        return None
+    from sagemaker_pipelines_provider.hooks.pipeline import build_execution_result
+
+    result = build_execution_result(
+        {"PipelineExecutionArn": arn},
+        [verdict.entry],
+        {},
+        step_types={step_name: step_type} if step_type else None,
+    )
+    step = dict(result["steps"].get(step_name) or {})
+    step["name"] = step_name
+    step["outputs"] = result["outputs"].get(step_name, {})
+    return step
+
+
+def branch_refs(chain: Sequence[Any]) -> tuple[BranchRef, ...]:
+    """``[[condition, outcome], ...]`` (the serialised form) or BranchRefs -> a tuple of BranchRefs."""
+    refs = []
+    for item in chain:
+        if isinstance(item, BranchRef):
+            refs.append(item)
+        elif isinstance(item, Mapping):
+            refs.append(BranchRef(str(item["condition"]), bool(item["outcome"])))
+        else:
+            condition, outcome = item
+            refs.append(BranchRef(str(condition), bool(outcome)))
+    return tuple(refs)
+
+
+class PipelineStepTrigger(BaseTrigger):
+    """Fire once when step ``step_name`` of an execution succeeded, failed or will not run.
+
+    :param pipeline_execution_arn: the execution.
+    :param step_name: the step (its ``Name`` in the definition).
+    :param step_type: the step's ``Type`` (for the event's step payload).
+    :param branch_chain: the Condition branches enclosing the step, innermost first, as
+        ``[[condition_step, outcome], ...]`` (outcome True for ``IfSteps``).
+    :param resumed_attempt: the waiting task resumed the execution from this attempt of the step: a
+        Failed entry with this attempt count or lower is the old attempt, not the verdict.
+    :param wait_for_execution_end: hold back a ``failed`` verdict until the execution is terminal.
+    :param poll_interval: seconds between polls (the shared pollers use the smallest interval asked).
+    :param aws_conn_id: Airflow AWS connection; ``region_name``, ``verify`` and ``botocore_config`` as on
+        the Amazon provider's hooks.
+    """
+
+    def __init__(
+        self,
+        pipeline_execution_arn: str,
+        step_name: str,
+        *,
+        step_type: str | None = None,
+        branch_chain: Sequence[Any] = (),
+        resumed_attempt: int | None = None,
+        wait_for_execution_end: bool = False,
+        poll_interval: float = 30.0,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pipeline_execution_arn = pipeline_execution_arn
+        self.step_name = step_name
+        self.step_type = step_type
+        self.branch_chain = [[b.condition, b.outcome] for b in branch_refs(branch_chain)]
+        self.resumed_attempt = None if resumed_attempt is None else int(resumed_attempt)
+        self.wait_for_execution_end = bool(wait_for_execution_end)
+        self.poll_interval = float(poll_interval)
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = dict(botocore_config) if botocore_config else None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASSPATH,
+            {
+                "pipeline_execution_arn": self.pipeline_execution_arn,
+                "step_name": self.step_name,
+                "step_type": self.step_type,
+                "branch_chain": self.branch_chain,
+                "resumed_attempt": self.resumed_attempt,
+                "wait_for_execution_end": self.wait_for_execution_end,
+                "poll_interval": self.poll_interval,
+                "aws_conn_id": self.aws_conn_id,
+                "region_name": self.region_name,
+                "verify": self.verify,
+                "botocore_config": self.botocore_config,
+            },
+        )
+
+    def _key(self) -> StepsPollerKey:
+        pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
+        if not pipeline:
+            raise ValueError(f"{self.pipeline_execution_arn!r} is not a SageMaker pipeline execution ARN")
+        status_key = PollerKey.build(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            pipeline_name=pipeline,
+        )
+        return StepsPollerKey(status_key, self.pipeline_execution_arn)
+
+    def _event(self, status: str, execution_status: str | None, **extra: Any) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "pipeline_execution_arn": self.pipeline_execution_arn,
+                "step_name": self.step_name,
+                "execution_status": execution_status,
+                **extra,
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The event is yielded after the subscription is left: the shared pollers never wait on a
+        # trigger that has already fired and is only waiting to be closed.
+        yield await self._wait()
+
+    async def _wait(self) -> TriggerEvent:
+        try:
+            key = self._key()
+        except ValueError as err:
+            return self._event("error", None, message=str(err))
+        branches = branch_refs(self.branch_chain)
+        last_reason: str | None = None
+        poller = get_steps_poller(key)
+        # No await between get_steps_poller and subscribe: the poller cannot end in between.
+        async with poller.subscribe(self.poll_interval) as snapshots:
+            while True:
+                snapshot = await snapshots.get()
+                if snapshot.error is not None:
+                    message = (
+                        f"Could not read step {self.step_name} of {self.pipeline_execution_arn}: "
+                        f"{snapshot.error}"
+                    )
+                    return self._event("error", None, message=message)
+                verdict = step_verdict(
+                    self.step_name,
+                    execution_status=snapshot.execution_status,
+                    steps=snapshot.steps,
+                    branch_chain=branches,
+                    resumed_attempt=self.resumed_attempt,
+                )
+                if verdict.reason != last_reason:
+                    last_reason = verdict.reason
+                    self.log.info("Step %s: %s", self.step_name, verdict.reason)
+                if verdict.state == "running":
+                    continue
+                if (
+                    verdict.state == "failed"
+                    and self.wait_for_execution_end
+                    and not (snapshot.execution_status and is_terminal(snapshot.execution_status))
+                ):
+                    continue
+                return self._event(
+                    verdict.state,
+                    snapshot.execution_status,
+                    reason=verdict.reason,
+                    step=step_payload(
+                        verdict,
+                        step_name=self.step_name,
+                        step_type=self.step_type,
+                        arn=self.pipeline_execution_arn,
+                    ),
+                )
+
+    async def cleanup(self) -> None:
+        """Nothing to release beyond the subscription, which is left by exiting ``run``."""
