@@ -36,19 +36,27 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": integration,
-                "python-modules": [f"{_PKG}.operators.pipeline"],
+                "python-modules": [f"{_PKG}.operators.pipeline", f"{_PKG}.operators.callback"],
             }
         ],
         "sensors": [
             {
                 "integration-name": integration,
-                "python-modules": [f"{_PKG}.sensors.pipeline", f"{_PKG}.sensors.pipeline_step"],
+                "python-modules": [
+                    f"{_PKG}.sensors.pipeline",
+                    f"{_PKG}.sensors.pipeline_step",
+                    f"{_PKG}.sensors.callback",
+                ],
             }
         ],
         "triggers": [
             {
                 "integration-name": integration,
-                "python-modules": [f"{_PKG}.triggers.pipeline", f"{_PKG}.triggers.pipeline_step"],
+                "python-modules": [
+                    f"{_PKG}.triggers.pipeline",
+                    f"{_PKG}.triggers.pipeline_step",
+                    f"{_PKG}.triggers.callback",
+                ],
             }
         ],
         "extra-links": [f"{_PKG}.links.pipeline.SageMakerPipelineExecutionLink"],

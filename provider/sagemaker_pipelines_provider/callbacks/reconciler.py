@@ -1,0 +1,158 @@
+"""The reconciler: find callback steps waiting past a deadline and answer them with failure.
+
+A callback token left unanswered holds its execution for up to 28 days. The handler's own failure path
+answers on every task failure or timeout, but not when the message never reached a handler (lost, sent to
+a queue nobody watches, dead-lettered) or when the whole DAG run was killed. The reconciler finds such
+steps without SQS — ``ListPipelineExecutions`` (running executions of a pipeline) then
+``ListPipelineExecutionSteps`` (``Metadata.Callback.CallbackToken``) — and answers those waiting longer
+than ``older_than`` with ``SendPipelineExecutionStepFailure``.
+
+Contract:
+
+- the answer uses the same ``ClientRequestToken`` as every other failure answer of that token
+  (:func:`~sagemaker_pipelines_provider.callbacks.message.answer_request_token`): a handler answering
+  failure at the same moment is the same request; a handler that answered success first wins, and the
+  reconciler reports the token as already answered;
+- after answering, the step's message (and its copies) visible on the step's ``SqsQueueUrl`` are deleted,
+  best effort (a message in flight at a handler is deleted by that handler once it finds the token
+  answered);
+- ``dry_run`` lists what would be answered and answers nothing. Running it again is harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sagemaker_pipelines_provider.callbacks.message import answer_request_token, mask_token
+
+log = logging.getLogger(__name__)
+
+#: Step statuses of a callback step still waiting for its answer.
+WAITING_STEP_STATUSES = frozenset({"Starting", "Executing", "Stopping"})
+#: Execution statuses that can hold a waiting callback.
+RUNNING_EXECUTION_STATUSES = frozenset({"Executing", "Stopping"})
+
+
+@dataclass(frozen=True)
+class OverdueCallback:
+    """A callback step that has waited longer than the deadline."""
+
+    pipeline_execution_arn: str
+    step_name: str
+    token: str
+    queue_url: str | None
+    started: str | None
+    waited_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, the token masked (it is a capability to answer the step)."""
+        data = asdict(self)
+        data["token"] = mask_token(self.token)
+        return data
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def find_overdue_callbacks(
+    hook: Any,
+    pipeline_name: str,
+    *,
+    older_than: dt.timedelta,
+    now: dt.datetime | None = None,
+    max_executions: int = 1000,
+) -> list[OverdueCallback]:
+    """Callback steps of running executions of ``pipeline_name`` waiting longer than ``older_than``.
+
+    :param hook: a :class:`~sagemaker_pipelines_provider.hooks.pipeline.SageMakerPipelineHook`.
+    :param max_executions: how many of the newest executions to look at (pages of 100).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    found: list[OverdueCallback] = []
+    seen = 0
+    next_token: str | None = None
+    while seen < max_executions:
+        summaries, next_token = hook.list_pipeline_executions(pipeline_name, next_token=next_token)
+        for summary in summaries:
+            seen += 1
+            if summary.get("PipelineExecutionStatus") not in RUNNING_EXECUTION_STATUSES:
+                continue
+            arn = str(summary["PipelineExecutionArn"])
+            for step in hook.list_pipeline_execution_steps(arn):
+                callback = (step.get("Metadata") or {}).get("Callback") or {}
+                token = callback.get("CallbackToken")
+                if not token or step.get("StepStatus") not in WAITING_STEP_STATUSES:
+                    continue
+                started = _aware(step.get("StartTime"))
+                waited = (now - started).total_seconds() if started else 0.0
+                if started is None or waited < older_than.total_seconds():
+                    continue
+                found.append(
+                    OverdueCallback(
+                        pipeline_execution_arn=arn,
+                        step_name=str(step.get("StepName")),
+                        token=str(token),
+                        queue_url=callback.get("SqsQueueUrl"),
+                        started=started.isoformat(),
+                        waited_seconds=round(waited, 3),
+                    )
+                )
+        if not next_token:
+            break
+    return found
+
+
+def answer_overdue_callbacks(
+    hook: Any,
+    pipeline_name: str,
+    *,
+    older_than: dt.timedelta,
+    reason: str | None = None,
+    dry_run: bool = False,
+    queue_hook_factory: Callable[[], Any] | None = None,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Answer every overdue callback of ``pipeline_name`` with failure; return one report dict per step.
+
+    :param reason: failure reason; default says how long the step waited. Cut to 256 characters.
+    :param queue_hook_factory: builds a ``CallbackQueueHook`` to sweep the answered messages (None: no sweep).
+    """
+    reports: list[dict[str, Any]] = []
+    for overdue in find_overdue_callbacks(hook, pipeline_name, older_than=older_than, now=now):
+        report = overdue.to_dict()
+        text = reason or (
+            f"Callback step {overdue.step_name} not answered within {older_than}; failed by the callback "
+            f"reconciler after waiting {overdue.waited_seconds:.0f}s"
+        )
+        if dry_run:
+            report.update(answered=False, already_answered=False, copies_deleted=0)
+            reports.append(report)
+            continue
+        answer = hook.send_step_failure(overdue.token, text, answer_request_token(overdue.token, "failure"))
+        copies = 0
+        if overdue.queue_url and queue_hook_factory is not None:
+            try:
+                copies = queue_hook_factory().delete_token_copies(overdue.queue_url, overdue.token)
+            except Exception as err:  # the answer is what matters; the message is settled later
+                log.warning(
+                    "Could not sweep %s for %s: %s", overdue.queue_url, mask_token(overdue.token), err
+                )
+        log.info(
+            "Reconciler answered %s of %s with failure (%s)",
+            overdue.step_name,
+            overdue.pipeline_execution_arn,
+            "already answered" if answer.already_answered else "accepted",
+        )
+        report.update(answered=True, already_answered=answer.already_answered, copies_deleted=copies)
+        reports.append(report)
+    return reports
+
+
+__all__ = ["OverdueCallback", "answer_overdue_callbacks", "find_overdue_callbacks"]

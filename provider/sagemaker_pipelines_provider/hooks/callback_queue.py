@@ -1,0 +1,297 @@
+"""CallbackQueueHook: the SQS calls of callback handling (receive, hide, release, delete), sync and async.
+
+Built on the Amazon provider's ``SqsHook`` (which only sends): ``aws_conn_id``, ``region_name``, ``verify``
+and ``config`` behave as users know them. Every call goes through the project's one backoff policy
+(:mod:`sagemaker_pipelines_provider.utils.backoff`: throttling, 5xx and dropped connections are retried
+within a bounded budget); botocore's own retries are off unless configured, so budgets do not multiply.
+
+Contract of the message-state calls: a message that is *gone* — deleted by someone else, its receipt
+handle superseded or expired, no longer in flight, or its queue deleted — is reported by a ``False``
+return, never by an exception, because for callback handling "gone" is an expected outcome (another copy
+was answered, the token is settled) rather than an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sagemaker_pipelines_provider.callbacks.message import MalformedMessage, mask_token, parse_message
+from sagemaker_pipelines_provider.utils.backoff import (
+    DEFAULT_POLICY,
+    BackoffPolicy,
+    acall_with_backoff,
+    call_with_backoff,
+    error_code,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: SQS limits.
+MAX_BATCH = 10
+MAX_WAIT_TIME_SECONDS = 20
+MAX_VISIBILITY_TIMEOUT = 43_200  # 12 hours
+
+#: Error codes meaning "this message (or its queue) is not there for this receipt handle any more".
+GONE_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "InvalidParameterValue",  # "Message does not exist or is not available for visibility timeout change"
+    }
+)
+#: The system attribute asked on every receive (how many times SQS delivered the message).
+RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount"]
+
+
+def is_gone(error: BaseException) -> bool:
+    """True when ``error`` says the message or its receipt handle is no longer valid (see module doc)."""
+    return error_code(error) in GONE_CODES
+
+
+def clamp_visibility(seconds: int | float) -> int:
+    """A visibility timeout SQS accepts (0 to 12 hours)."""
+    return max(0, min(MAX_VISIBILITY_TIMEOUT, int(seconds)))
+
+
+class CallbackQueueHook(SqsHook):
+    """Receive, hide, release and delete callback messages on an SQS queue.
+
+    :param backoff_policy: bounds of the retry loop; defaults to the project's
+        :data:`~sagemaker_pipelines_provider.utils.backoff.DEFAULT_POLICY`.
+
+    Other arguments are ``AwsBaseHook``'s (``aws_conn_id``, ``region_name``, ``verify``, ``config``).
+    """
+
+    def __init__(self, *args: Any, backoff_policy: BackoffPolicy | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backoff_policy = backoff_policy or DEFAULT_POLICY
+
+    @property
+    def config(self) -> Config:
+        """The connection's botocore config, with botocore's retries off unless configured explicitly."""
+        config = super().config
+        if getattr(config, "retries", None):
+            return config
+        return config.merge(Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+
+    # ---------------------------------------------------------------------------------------------------
+    # plumbing
+
+    def _sqs(self) -> Any:
+        """The boto3 SQS client (typed loosely: the Amazon provider's ``conn`` is not typed per service)."""
+        return self.conn
+
+    def _call(self, action: str, call: Callable[[], T]) -> T:
+        return call_with_backoff(call, action=action, policy=self.backoff_policy)
+
+    async def _acall(self, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await acall_with_backoff(call, action=action, policy=self.backoff_policy)
+
+    @asynccontextmanager
+    async def async_client(self) -> AsyncIterator[Any]:
+        """An aiobotocore SQS client for the async methods; one per receiver, closed on exit."""
+        async with await self.get_async_conn() as client:
+            yield client
+
+    @staticmethod
+    def _receive_request(
+        queue_url: str, max_messages: int, wait_time_seconds: int, visibility_timeout: int | None
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": max(1, min(MAX_BATCH, int(max_messages))),
+            "WaitTimeSeconds": max(0, min(MAX_WAIT_TIME_SECONDS, int(wait_time_seconds))),
+            "MessageSystemAttributeNames": RECEIVE_ATTRIBUTES,
+        }
+        if visibility_timeout is not None:
+            request["VisibilityTimeout"] = clamp_visibility(visibility_timeout)
+        return request
+
+    # ---------------------------------------------------------------------------------------------------
+    # synchronous
+
+    def receive(
+        self,
+        queue_url: str,
+        *,
+        max_messages: int = MAX_BATCH,
+        wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
+        visibility_timeout: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """ReceiveMessage (long polling up to ``wait_time_seconds``); the raw messages, possibly none."""
+        request = self._receive_request(queue_url, max_messages, wait_time_seconds, visibility_timeout)
+        response = self._call("ReceiveMessage", lambda: self._sqs().receive_message(**request))
+        return list(response.get("Messages") or [])
+
+    def change_visibility(self, queue_url: str, receipt_handle: str, visibility_timeout: int) -> bool:
+        """ChangeMessageVisibility; False when the message is gone (see module doc)."""
+        try:
+            self._call(
+                "ChangeMessageVisibility",
+                lambda: self._sqs().change_message_visibility(
+                    QueueUrl=queue_url,
+                    ReceiptHandle=receipt_handle,
+                    VisibilityTimeout=clamp_visibility(visibility_timeout),
+                ),
+            )
+        except ClientError as err:
+            if is_gone(err):
+                return False
+            raise
+        return True
+
+    def release(self, queue_url: str, receipt_handles: Sequence[str]) -> None:
+        """Make messages visible again at once (ChangeMessageVisibilityBatch to 0); gone ones are skipped."""
+        for start in range(0, len(receipt_handles), MAX_BATCH):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(receipt_handles[start : start + MAX_BATCH])
+            ]
+            try:
+                self._call(
+                    "ChangeMessageVisibilityBatch",
+                    lambda entries=entries: self._sqs().change_message_visibility_batch(  # type: ignore[misc]
+                        QueueUrl=queue_url, Entries=entries
+                    ),
+                )
+            except ClientError as err:
+                if not is_gone(err):
+                    raise
+
+    def delete(self, queue_url: str, receipt_handle: str) -> bool:
+        """DeleteMessage; False when the message was already gone."""
+        try:
+            self._call(
+                "DeleteMessage",
+                lambda: self._sqs().delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle),
+            )
+        except ClientError as err:
+            if is_gone(err):
+                return False
+            raise
+        return True
+
+    def delete_token_copies(self, queue_url: str, token: str, *, rounds: int = 3) -> int:
+        """Delete every copy of ``token``'s message visible now; make the other messages visible again.
+
+        Called after ``token`` was answered (or reported already answered) when copies are likely: SQS may
+        have delivered the callback message more than once, and a ``Stopping`` message carries the same
+        token. Each round is one short-poll receive of up to 10 messages; messages of other tokens are made
+        visible again at the end of each round (never deleted), malformed ones are left as received (their
+        redrive policy decides). The sweep goes on only while a round finds a copy, at most ``rounds``
+        rounds. Best effort: a copy in flight at another consumer is not seen here, and is deleted by
+        whoever answers it next (the token then reports already answered).
+
+        :returns: how many copies were deleted.
+        """
+        deleted = 0
+        for _ in range(max(1, rounds)):
+            raw = self.receive(queue_url, wait_time_seconds=0, visibility_timeout=30)
+            copies, others = _split_copies(raw, queue_url, token)
+            try:
+                for handle in copies:
+                    if self.delete(queue_url, handle):
+                        deleted += 1
+            finally:
+                if others:
+                    self.release(queue_url, others)
+            if not copies:
+                break
+        if deleted:
+            log.info("Deleted %d more copies of the message of token %s", deleted, mask_token(token))
+        return deleted
+
+    # ---------------------------------------------------------------------------------------------------
+    # asynchronous (``client`` comes from :meth:`async_client`)
+
+    async def areceive(
+        self,
+        client: Any,
+        queue_url: str,
+        *,
+        max_messages: int = MAX_BATCH,
+        wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
+        visibility_timeout: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """ReceiveMessage (async)."""
+        request = self._receive_request(queue_url, max_messages, wait_time_seconds, visibility_timeout)
+        response = await self._acall("ReceiveMessage", lambda: client.receive_message(**request))
+        return list(response.get("Messages") or [])
+
+    async def achange_visibility(
+        self, client: Any, queue_url: str, receipt_handle: str, visibility_timeout: int
+    ) -> bool:
+        """ChangeMessageVisibility (async); False when the message is gone."""
+        try:
+            await self._acall(
+                "ChangeMessageVisibility",
+                lambda: client.change_message_visibility(
+                    QueueUrl=queue_url,
+                    ReceiptHandle=receipt_handle,
+                    VisibilityTimeout=clamp_visibility(visibility_timeout),
+                ),
+            )
+        except ClientError as err:
+            if is_gone(err):
+                return False
+            raise
+        return True
+
+    async def arelease(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> None:
+        """Make messages visible again at once (async); gone ones are skipped."""
+        for start in range(0, len(receipt_handles), MAX_BATCH):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(receipt_handles[start : start + MAX_BATCH])
+            ]
+            try:
+                await self._acall(
+                    "ChangeMessageVisibilityBatch",
+                    lambda entries=entries: client.change_message_visibility_batch(  # type: ignore[misc]
+                        QueueUrl=queue_url, Entries=entries
+                    ),
+                )
+            except ClientError as err:
+                if not is_gone(err):
+                    raise
+
+    async def adelete(self, client: Any, queue_url: str, receipt_handle: str) -> bool:
+        """DeleteMessage (async); False when the message was already gone."""
+        try:
+            await self._acall(
+                "DeleteMessage",
+                lambda: client.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle),
+            )
+        except ClientError as err:
+            if is_gone(err):
+                return False
+            raise
+        return True
+
+
+def _split_copies(raw: Sequence[dict[str, Any]], queue_url: str, token: str) -> tuple[list[str], list[str]]:
+    """Receipt handles of ``token``'s copies and of other valid callback messages (malformed: neither)."""
+    copies: list[str] = []
+    others: list[str] = []
+    for item in raw:
+        try:
+            message = parse_message(item, queue_url)
+        except MalformedMessage:
+            continue
+        (copies if message.token == token else others).append(message.receipt_handle)
+    return copies, others
+
+
+__all__ = ["GONE_CODES", "CallbackQueueHook", "clamp_visibility", "is_gone"]

@@ -1,0 +1,221 @@
+"""SageMakerCallbackSensor: wait for a SageMaker callback message on an SQS queue, and claim it.
+
+Contract (the "no-loss rule" of callback handling):
+
+- the matching message is **claimed, not deleted**: it is hidden for ``visibility_timeout`` seconds and
+  returned; the tasks after the sensor keep it hidden while they work
+  (:mod:`sagemaker_pipelines_provider.callbacks.lease`), and the answer operators delete it only after its
+  token was answered (or reported already answered);
+- messages that do not match are made visible again at once; malformed ones (not JSON, no token) are logged
+  once and left to the queue's redrive policy; neither is ever deleted here;
+- on retry the sensor simply waits again: a message it claimed before a crash comes back after its
+  visibility timeout and is claimed again; answering its token a second time is refused by SageMaker as
+  already answered, so a second, different answer is never produced;
+- on kill the claim (if any) lapses after ``visibility_timeout``; nothing else is held;
+- a ``"status": "Stopping"`` message (the execution was stopped while the callback waited) is returned like
+  any other, with ``status`` set: the handler must skip its work and still answer the token — the execution
+  ends Stopped only once the token is answered. When both the original message and the Stopping one are
+  in the same received batch, the Stopping one is returned.
+
+Result (XCom ``return_value``): ``{"token", "pipeline_execution_arn", "arguments", "status", "message_id",
+"queue_url", "receipt_handle", "receive_count", "visibility_timeout"}``; the arguments are also pushed
+under the XCom key ``arguments``. They are untrusted input: they are never rendered as templates here, and
+log lines show only a bounded preview.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowException, conf
+from airflow.sdk.bases.sensor import PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from sagemaker_pipelines_provider.callbacks.message import (
+    MALFORMED_LOG,
+    CallbackRoute,
+    describe,
+    plan_batch,
+)
+from sagemaker_pipelines_provider.hooks.callback_queue import (
+    MAX_VISIBILITY_TIMEOUT,
+    MAX_WAIT_TIME_SECONDS,
+    CallbackQueueHook,
+)
+from sagemaker_pipelines_provider.triggers.callback import (
+    DEFAULT_INSPECT_VISIBILITY_TIMEOUT,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    DEFAULT_WAIT_TIME_SECONDS,
+    CallbackMessageTrigger,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: XCom key under which the sensor also pushes the message's arguments (``sensor.output["arguments"]``).
+ARGUMENTS_XCOM_KEY = "arguments"
+
+
+class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
+    """Wait for a SageMaker Pipelines callback message on ``queue_url`` and claim it (see module doc).
+
+    Routing: every condition given must hold; none given takes any callback message on the queue.
+
+    :param queue_url: the SQS queue the Callback step sends to (templated).
+    :param pipeline_execution_arn: only messages of this execution (templated; typically
+        ``"{{ ti.xcom_pull(task_ids='start', key='pipeline_execution_arn') }}"`` from an upstream
+        ``SageMakerPipelineOperator``, which pushes it as soon as the execution starts).
+    :param pipeline_name: only messages of executions of this pipeline (name or ARN; templated).
+    :param match_arguments: a dict that must be a subset of the message's ``arguments`` (templated).
+    :param visibility_timeout: seconds the claimed message stays hidden; the handler's tasks extend it while
+        they run, and it comes back this long after they stop (crash). At most 12 hours.
+    :param wait_time_seconds: SQS long-polling wait of each receive (1-20; 20 in production, lower in tests).
+    :param inspect_visibility_timeout: seconds a received message stays hidden while it is being routed;
+        malformed messages come back after this long.
+    :param deferrable: wait in the triggerer, where one receiver per queue serves every waiting sensor
+        (default: ``[operators] default_deferrable``). Otherwise ``mode="poke"`` or ``"reschedule"``
+        receive in the worker, one long poll per poke.
+    """
+
+    aws_hook_class = CallbackQueueHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "queue_url", "pipeline_execution_arn", "pipeline_name", "match_arguments"
+    )
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        queue_url: str,
+        pipeline_execution_arn: str | None = None,
+        pipeline_name: str | None = None,
+        match_arguments: dict[str, Any] | None = None,
+        visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
+        wait_time_seconds: int = DEFAULT_WAIT_TIME_SECONDS,
+        inspect_visibility_timeout: int = DEFAULT_INSPECT_VISIBILITY_TIMEOUT,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 1 <= int(visibility_timeout) <= MAX_VISIBILITY_TIMEOUT:
+            raise ValueError(
+                f"{self.task_id}: visibility_timeout must be 1-{MAX_VISIBILITY_TIMEOUT} seconds "
+                f"(SQS limit), got {visibility_timeout}"
+            )
+        if not 0 <= int(wait_time_seconds) <= MAX_WAIT_TIME_SECONDS:
+            raise ValueError(
+                f"{self.task_id}: wait_time_seconds must be 0-{MAX_WAIT_TIME_SECONDS} (SQS long polling "
+                f"limit), got {wait_time_seconds}"
+            )
+        self.queue_url = queue_url
+        self.pipeline_execution_arn = pipeline_execution_arn
+        self.pipeline_name = pipeline_name
+        self.match_arguments = match_arguments
+        self.visibility_timeout = int(visibility_timeout)
+        self.wait_time_seconds = int(wait_time_seconds)
+        self.inspect_visibility_timeout = int(inspect_visibility_timeout)
+        self.deferrable = deferrable
+
+    @property
+    def route(self) -> CallbackRoute:
+        """The rendered routing conditions."""
+        if self.match_arguments is not None and not isinstance(self.match_arguments, dict):
+            raise AirflowException(
+                f"{self.task_id}: match_arguments must render to a dict of argument name -> value, got "
+                f"{type(self.match_arguments).__name__}"
+            )
+        return CallbackRoute.from_fields(
+            self.pipeline_execution_arn, self.pipeline_name, self.match_arguments
+        )
+
+    def execute(self, context: Context) -> Any:
+        if not self.queue_url:
+            raise AirflowException(f"{self.task_id}: queue_url rendered empty; pass the callback queue URL")
+        self.log.info("Waiting on %s for %s", self.queue_url, self.route.describe())
+        if not self.deferrable:
+            return super().execute(context)
+        timeout_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.timeout)
+        self.defer(
+            trigger=CallbackMessageTrigger(
+                queue_url=self.queue_url,
+                pipeline_execution_arn=self.pipeline_execution_arn,
+                pipeline_name=self.pipeline_name,
+                match_arguments=self.match_arguments,
+                visibility_timeout=self.visibility_timeout,
+                wait_time_seconds=self.wait_time_seconds,
+                inspect_visibility_timeout=self.inspect_visibility_timeout,
+                timeout_at=timeout_at.isoformat(),
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=self.timeout),
+        )
+        return None  # pragma: no cover - defer raises
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One long-polling receive; claim the first matching message (poke and reschedule modes)."""
+        hook = self.hook
+        raw = hook.receive(
+            self.queue_url,
+            wait_time_seconds=self.wait_time_seconds,
+            visibility_timeout=self.inspect_visibility_timeout,
+        )
+        if not raw:
+            return PokeReturnValue(False)
+        plan = plan_batch(raw, self.queue_url, [self.route])
+        for error in plan.malformed:
+            MALFORMED_LOG.report(self.log, error, self.queue_url)  # type: ignore[arg-type]
+        release = [m.receipt_handle for m in plan.release]
+        result: dict[str, Any] | None = None
+        try:
+            for _index, message, _copies in plan.claims:
+                if hook.change_visibility(self.queue_url, message.receipt_handle, self.visibility_timeout):
+                    self.log.info("Claimed %s", describe(message))
+                    result = message.to_result(visibility_timeout=self.visibility_timeout)
+                else:
+                    self.log.info("%s vanished before it could be claimed", describe(message))
+        finally:
+            if release:
+                hook.release(self.queue_url, release)
+        if result is None:
+            return PokeReturnValue(False)
+        return PokeReturnValue(True, self._deliver(context, result))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired; return the claimed message's result dict."""
+        if not event:
+            raise AirflowException(f"{self.task_id}: resumed without a trigger event")
+        status = event.get("status")
+        if status == "timeout":
+            raise AirflowSensorTimeout(
+                f"{self.task_id}: no callback message for {event.get('route')} arrived on "
+                f"{event.get('queue_url')} within {self.timeout}s"
+            )
+        if status != "success" or not isinstance(event.get("message"), dict):
+            raise AirflowException(
+                f"{self.task_id}: waiting for a callback message on {event.get('queue_url')} failed: "
+                f"{event.get('error', status)}. Check the queue URL, the connection's region and its "
+                "sqs:ReceiveMessage / sqs:ChangeMessageVisibility permissions."
+            )
+        result: dict[str, Any] = event["message"]
+        self.log.info(
+            "Received callback message %s of %s (status %s)",
+            result.get("message_id"),
+            result.get("pipeline_execution_arn"),
+            result.get("status") or "waiting",
+        )
+        return self._deliver(context, result)
+
+    def _deliver(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key=ARGUMENTS_XCOM_KEY, value=result.get("arguments") or {})
+        return result
+
+
+__all__ = ["ARGUMENTS_XCOM_KEY", "SageMakerCallbackSensor"]

@@ -1,0 +1,392 @@
+"""callback_handler(): a TaskGroup that answers one SageMaker callback — wait, work, answer, never unanswered.
+
+Shape of the group ``<group_id>``::
+
+    wait ──> work tasks ──> answer            (answer success with outputs)
+      └──────────────────────> answer_failure  (runs when any task of the group failed or timed out)
+
+- ``wait`` — :class:`~sagemaker_pipelines_provider.sensors.callback.SageMakerCallbackSensor` (or, with
+  ``from_asset``, a task taking the message from the asset event that scheduled the run): claims the
+  message, never deletes it;
+- work — whatever ``work`` builds: a TaskFlow function called with the message's arguments, or operators
+  (``GlueJobOperator``, ``EcsRunTaskOperator``, anything) to which the DAG author maps argument values
+  explicitly. Before each work task runs, it takes a *lease* on the message
+  (:mod:`sagemaker_pipelines_provider.callbacks.lease`), so the message stays hidden while the work runs in a
+  live worker and comes back if that worker dies; if the message is a ``Stopping`` one, the work task is
+  skipped instead (the execution is being stopped);
+- ``answer`` — :class:`~sagemaker_pipelines_provider.operators.callback.SendCallbackSuccessOperator`: answers
+  success with ``outputs`` (or, for a ``Stopping`` message, failure saying so), then deletes the message and
+  its copies;
+- ``answer_failure`` — trigger rule ``one_failed`` over every other task of the group: answers failure with a
+  reason naming the failed task(s), then deletes the message. So no token is left unanswered by a failure
+  or a timeout of any task (the pipeline execution fails with that reason). If ``wait`` itself failed or
+  timed out, there is no token and it is skipped.
+
+Guarantees on retry, kill and duplicate delivery follow from the operators': answers are idempotent per
+(token, kind) and a token never gets two different answers; the message is deleted only after its token
+is answered; a killed worker's lease lapses and the message returns to be received by the next waiter.
+What the group does not cover — the whole DAG run killed or timed out (``dagrun_timeout``) before
+``answer_failure`` runs — is what :mod:`sagemaker_pipelines_provider.callbacks.reconciler` is for.
+
+Security: the message's arguments are untrusted. They reach the work as data only (XCom values, never
+rendered as templates), and never choose AWS resources by themselves: the DAG author maps each argument
+the work uses, e.g. ``script_args={"--model": args.template("model_artifacts")}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
+from airflow.sdk import BaseOperator, TaskGroup
+from airflow.sdk.bases.decorator import _TaskDecorator
+from airflow.sdk.definitions.xcom_arg import XComArg
+
+from sagemaker_pipelines_provider.callbacks import lease
+from sagemaker_pipelines_provider.callbacks.message import STOPPING, mask_token
+from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.operators.callback import (
+    SendCallbackFailureOperator,
+    SendCallbackSuccessOperator,
+)
+from sagemaker_pipelines_provider.sensors.callback import ARGUMENTS_XCOM_KEY, SageMakerCallbackSensor
+from sagemaker_pipelines_provider.triggers.callback import DEFAULT_VISIBILITY_TIMEOUT
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset, Context
+
+log = logging.getLogger(__name__)
+
+WAIT_TASK_ID = "wait"
+ANSWER_TASK_ID = "answer"
+ANSWER_FAILURE_TASK_ID = "answer_failure"
+
+
+class CallbackArguments:
+    """What a non-TaskFlow ``work`` builder receives: explicit ways to map message values into operators.
+
+    - :meth:`template` — a Jinja expression for one argument, for an operator's templated field
+      (``GlueJobOperator(script_args={"--model": args.template("model_artifacts")})``). The expression
+      is the DAG author's; the value it renders to is inserted as data and never rendered again;
+    - :attr:`xcom` — an XComArg of the whole arguments dict (pass it to a TaskFlow function);
+    - :attr:`message` — an XComArg of the whole message dict (token, execution ARN, status...).
+    """
+
+    def __init__(self, wait: BaseOperator) -> None:
+        self._wait = wait
+
+    @property
+    def wait_task_id(self) -> str:
+        return self._wait.task_id
+
+    @property
+    def xcom(self) -> XComArg:
+        output: Any = self._wait.output
+        return output[ARGUMENTS_XCOM_KEY]  # type: ignore[no-any-return]
+
+    @property
+    def message(self) -> XComArg:
+        return self._wait.output
+
+    def template(self, name: str, default: Any = None) -> str:
+        """``{{ ... }}`` rendering to argument ``name`` of the message (``default`` when it is absent)."""
+        pull = f"ti.xcom_pull(task_ids={json.dumps(self.wait_task_id)}, key={json.dumps(ARGUMENTS_XCOM_KEY)})"
+        return f"{{{{ ({pull} or {{}}).get({json.dumps(name)}, {json.dumps(default)}) }}}}"
+
+    @property
+    def execution_arn_template(self) -> str:
+        """``{{ ... }}`` rendering to the pipeline execution ARN of the message."""
+        return f"{{{{ ti.xcom_pull(task_ids={json.dumps(self.wait_task_id)})['pipeline_execution_arn'] }}}}"
+
+
+def hold_claimed_message(context: Context, wait_task_id: str, hook_params: Mapping[str, Any]) -> None:
+    """Pre-execute hook of every work task: lease the claimed message, or skip when the execution stops.
+
+    No message (the wait task pushed none) is not an error: there is nothing to hold.
+    """
+    message = context["ti"].xcom_pull(task_ids=wait_task_id)
+    if not isinstance(message, Mapping) or not message.get("receipt_handle"):
+        return
+    if str(message.get("status") or "").lower() == STOPPING.lower():
+        raise AirflowSkipException(
+            f"Pipeline execution {message.get('pipeline_execution_arn')} is stopping: work skipped; the "
+            "group's answer task answers the callback so the execution can stop"
+        )
+    visibility = int(message.get("visibility_timeout") or DEFAULT_VISIBILITY_TIMEOUT)
+    held = lease.hold(
+        CallbackQueueHook(**hook_params, backoff_policy=lease.lease_policy(visibility)),
+        str(message["queue_url"]),
+        str(message["receipt_handle"]),
+        visibility,
+        token=str(message.get("token") or ""),
+    )
+    if held.gone:
+        # Answered and deleted by another handler, or (real SQS) back on the queue / received again
+        # elsewhere. Either way the work may go on: its answer is idempotent, and refused as already
+        # answered if another handler answered first.
+        log.warning(
+            "The callback message of token %s could not be held (gone from the queue under this receipt "
+            "handle); running the work anyway, its answer is idempotent",
+            mask_token(message.get("token")),
+        )
+
+
+def _attach_hold(task: Any, wait_task_id: str, hook_params: Mapping[str, Any]) -> None:
+    previous = getattr(task, "_pre_execute_hook", None)
+
+    def pre_execute(context: Context) -> None:
+        hold_claimed_message(context, wait_task_id, hook_params)
+        if previous is not None:
+            previous(context)
+
+    task._pre_execute_hook = pre_execute
+
+
+class _GroupAnswerFailureOperator(SendCallbackFailureOperator):
+    """``answer_failure`` of a callback_handler group: pulls the message itself, names the failed tasks.
+
+    It only runs when a task of the group failed, so it always ends failed itself (after answering, or
+    because there was nothing to answer): the DAG run then shows the failure instead of a green run.
+    """
+
+    def __init__(self, *, wait_task_id: str, group_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wait_task_id = wait_task_id
+        self.group_id = group_id
+        self._reason = ""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        message = context["ti"].xcom_pull(task_ids=self.wait_task_id)
+        if not isinstance(message, Mapping) or not message.get("token"):
+            raise AirflowFailException(
+                f"{self.wait_task_id} received no callback message (it failed or timed out): "
+                "nothing to answer"
+            )
+        self.message = dict(message)
+        result = super().execute(context)
+        raise AirflowFailException(
+            f"A task of group {self.group_id} failed; the callback was answered with failure "
+            f"({'already answered before' if result['already_answered'] else 'accepted'}): "
+            f"{self._reason}"
+        )
+
+    def failure_reason(self, context: Context, message: Mapping[str, Any]) -> str:
+        failed = self._failed_tasks(context)
+        ti = context["ti"]
+        if failed:
+            reason = f"Airflow task {', '.join(failed)} failed (DAG {ti.dag_id}, run {ti.run_id})"
+        else:
+            reason = f"A task of Airflow task group {self.group_id} failed (DAG {ti.dag_id}, run {ti.run_id})"
+        self._reason = reason
+        return reason
+
+    def _failed_tasks(self, context: Context) -> list[str]:
+        ti = context["ti"]
+        try:
+            states = ti.get_task_states(
+                dag_id=ti.dag_id, task_group_id=self.group_id, run_ids=[ti.run_id]
+            ).get(ti.run_id, {})
+        except Exception as err:  # the reason is best effort; answering is what matters
+            self.log.warning("Could not read the group's task states: %s", err)
+            return []
+        return sorted(task_id for task_id, state in states.items() if str(state) == "failed")
+
+
+class _GroupAnswerOperator(SendCallbackSuccessOperator):
+    """``answer`` of a callback_handler group: skipped when ``wait`` pushed no message."""
+
+    def __init__(self, *, wait_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wait_task_id = wait_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        message = context["ti"].xcom_pull(task_ids=self.wait_task_id)
+        if not isinstance(message, Mapping) or not message.get("token"):
+            raise AirflowSkipException(f"{self.wait_task_id} received no callback message: nothing to answer")
+        self.message = dict(message)
+        return super().execute(context)
+
+
+class CallbackFromAssetEventOperator(BaseOperator):
+    """First task of an event-driven handler run: take the callback message from the triggering asset event.
+
+    The run was scheduled by a :class:`~sagemaker_pipelines_provider.triggers.callback.
+    CallbackMessageEventTrigger` watching ``asset``. The message (the event's ``extra["payload"]``) is
+    re-claimed (hidden ``visibility_timeout`` s; the work tasks extend it) and returned like the sensor's
+    result. If the scheduler folded several events into this run, the first is handled and the others are
+    released at once, so the watcher fires them again and each gets its own run. A message already gone
+    (answered and deleted by another run) makes this task, and so the group, skip.
+    """
+
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        asset: Asset,
+        visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.asset = asset
+        self.visibility_timeout = visibility_timeout
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        events = (
+            context["triggering_asset_events"][self.asset] if context.get("triggering_asset_events") else []
+        )
+        payloads = [
+            payload
+            for event in events
+            if isinstance(payload := (event.extra or {}).get("payload"), Mapping) and payload.get("token")
+        ]
+        if not payloads:
+            raise AirflowSkipException(
+                f"No callback message among the events of asset {self.asset.name!r} that triggered this run"
+            )
+        sqs = CallbackQueueHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        chosen, others = dict(payloads[0]), payloads[1:]
+        for other in others:
+            sqs.release(str(other["queue_url"]), [str(other["receipt_handle"])])
+        if others:
+            self.log.info("Released %d more callback message(s) folded into this run", len(others))
+        if not sqs.change_visibility(
+            str(chosen["queue_url"]), str(chosen["receipt_handle"]), self.visibility_timeout
+        ):
+            raise AirflowSkipException(
+                f"The callback message {chosen.get('message_id')} is gone from the queue (already answered "
+                "and deleted, or delivered again to the watcher): nothing to do in this run"
+            )
+        chosen["visibility_timeout"] = self.visibility_timeout
+        context["ti"].xcom_push(key=ARGUMENTS_XCOM_KEY, value=chosen.get("arguments") or {})
+        return chosen
+
+
+def _is_taskflow(work: Any) -> bool:
+    return isinstance(work, _TaskDecorator)
+
+
+def callback_handler(
+    group_id: str,
+    queue_url: str | None = None,
+    *,
+    pipeline_execution_arn: str | None = None,
+    pipeline_name: str | None = None,
+    match_arguments: dict[str, Any] | None = None,
+    from_asset: Asset | None = None,
+    work: Callable[..., Any] | None = None,
+    outputs: Mapping[str, Any] | XComArg | Callable[[Any], Any] | None = None,
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
+    sensor_kwargs: Mapping[str, Any] | None = None,
+    aws_conn_id: str | None = "aws_default",
+    region_name: str | None = None,
+    **group_kwargs: Any,
+) -> TaskGroup:
+    """Build the TaskGroup that waits for one callback, runs ``work`` and answers the token (module doc).
+
+    :param group_id: the TaskGroup id.
+    :param queue_url: the callback queue (templated in the sensor); not needed with ``from_asset``.
+    :param pipeline_execution_arn: route on the execution (templated; e.g. ``"{{ ti.xcom_pull(
+        task_ids='start', key='pipeline_execution_arn') }}"``).
+    :param pipeline_name: route on the pipeline name.
+    :param match_arguments: route on a subset of the message's arguments.
+    :param from_asset: event-driven mode: take the message from the asset event (of a
+        ``CallbackMessageEventTrigger`` watcher) that scheduled this run instead of waiting on the queue.
+    :param work: a TaskFlow task (``@task`` function), called with the message's arguments dict; or a
+        callable called once at parse time, inside the group, with :class:`CallbackArguments`, that
+        creates the work operators and returns them (one, a list, or an XComArg). ``None``: no work, the
+        callback is answered at once.
+    :param outputs: the output parameters of the success answer: a dict (values may be templates or
+        XComArgs), an XComArg of a dict, or a callable taking what ``work`` returned and giving one of
+        those. Default: when ``work`` gives an XComArg (a TaskFlow ``work``, or a builder returning a TaskFlow
+        call), the dict it resolves to; else no outputs.
+    :param visibility_timeout: how long the message stays hidden without a live task extending it.
+    :param sensor_kwargs: more ``SageMakerCallbackSensor`` arguments (``deferrable``, ``mode``, ``timeout``,
+        ``poke_interval``, ``wait_time_seconds``...).
+    :param aws_conn_id: connection for SQS and SageMaker.
+    :param region_name: AWS region.
+    :param group_kwargs: more ``TaskGroup`` arguments (``tooltip``, ``default_args``...).
+    """
+    if from_asset is None and not queue_url:
+        raise ValueError(
+            f"callback_handler({group_id!r}): pass queue_url (the Callback step's SqsQueueUrl), or "
+            "from_asset=<Asset watched by a CallbackMessageEventTrigger> for the event-driven form"
+        )
+    aws: dict[str, Any] = {"aws_conn_id": aws_conn_id, "region_name": region_name}
+    with TaskGroup(group_id, **group_kwargs) as group:
+        wait: BaseOperator
+        if from_asset is not None:
+            wait = CallbackFromAssetEventOperator(
+                task_id=WAIT_TASK_ID, asset=from_asset, visibility_timeout=visibility_timeout, **aws
+            )
+        else:
+            wait = SageMakerCallbackSensor(
+                task_id=WAIT_TASK_ID,
+                queue_url=str(queue_url),
+                pipeline_execution_arn=pipeline_execution_arn,
+                pipeline_name=pipeline_name,
+                match_arguments=match_arguments,
+                visibility_timeout=visibility_timeout,
+                **aws,
+                **dict(sensor_kwargs or {}),
+            )
+        before = {t.task_id for t in group.iter_tasks()}
+        result: Any = None
+        if work is not None:
+            if _is_taskflow(work):
+                wait_output: Any = wait.output
+                result = work(wait_output[ARGUMENTS_XCOM_KEY])
+            else:
+                result = work(CallbackArguments(wait))
+        work_tasks = [t for t in group.iter_tasks() if t.task_id not in before]
+        work_ids = {t.task_id for t in work_tasks}
+        hook_params = {**aws, "verify": None, "config": None}
+        for task in work_tasks:
+            if not any(up in work_ids for up in task.upstream_task_ids):
+                wait >> task
+            _attach_hold(task, wait.task_id, hook_params)
+
+        if callable(outputs) and not isinstance(outputs, XComArg):
+            answer_outputs: Any = outputs(result)
+        elif outputs is not None:
+            answer_outputs = outputs
+        elif isinstance(result, XComArg):
+            answer_outputs = result
+        else:
+            answer_outputs = None
+        answer = _GroupAnswerOperator(
+            task_id=ANSWER_TASK_ID,
+            wait_task_id=wait.task_id,
+            outputs=answer_outputs,
+            trigger_rule="none_failed_min_one_success",
+            **aws,
+        )
+        leaves = [t for t in work_tasks if not any(down in work_ids for down in t.downstream_task_ids)]
+        for leaf in leaves:
+            leaf >> answer
+        wait >> answer
+        answer_failure = _GroupAnswerFailureOperator(
+            task_id=ANSWER_FAILURE_TASK_ID,
+            wait_task_id=wait.task_id,
+            group_id=group.group_id or group_id,
+            trigger_rule="one_failed",
+            **aws,
+        )
+        for task in [wait, *work_tasks, answer]:
+            task >> answer_failure
+    return group
+
+
+__all__ = [
+    "CallbackArguments",
+    "CallbackFromAssetEventOperator",
+    "callback_handler",
+    "hold_claimed_message",
+]

@@ -1,0 +1,99 @@
+"""The shared per-queue receiver and the reconciler, against the local endpoint.
+
+- many deferred CallbackMessageTriggers on one queue in one event loop (as in a triggerer) share one
+  receive loop: each gets its own message, none is claimed twice, and the number of ReceiveMessage calls
+  does not grow with the number of waiting triggers;
+- the reconciler finds callback steps waiting past a deadline through ListPipelineExecutionSteps and
+  answers them with failure (and sweeps their messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from test_callback_helpers import (
+    accepted_answers,
+    callback_pipeline,
+    create_queue,
+    dag,
+    fast_endpoint,
+    queue_counts,
+    start,
+    wait_status,
+    waiting_token,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_many_waiting_triggers_share_one_receive_loop(local_aws: Any) -> None:
+    from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
+    from sagemaker_pipelines_provider.triggers.callback_receiver import active_receivers
+
+    fast_endpoint(local_aws)
+    queue = create_queue(local_aws)
+    pipeline = callback_pipeline(local_aws, queue)
+    arns = [start(local_aws, pipeline, Dataset=f"s3://bucket/{i}") for i in range(30)]
+    for arn in arns:
+        waiting_token(local_aws, arn)
+    before = len(local_aws.controls.calls(action="ReceiveMessage"))
+    receivers: list[int] = []
+
+    async def wait_all() -> list[Any]:
+        triggers = [
+            CallbackMessageTrigger(
+                queue_url=queue,
+                pipeline_execution_arn=arn,
+                visibility_timeout=30,
+                wait_time_seconds=1,
+                inspect_visibility_timeout=5,
+            )
+            for arn in arns
+        ]
+        tasks = [asyncio.create_task(anext(t.run())) for t in triggers]
+        await asyncio.sleep(0)
+        receivers.append(len(active_receivers()))
+        return await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+
+    events = asyncio.run(wait_all())
+    receive_calls = len(local_aws.controls.calls(action="ReceiveMessage")) - before
+    assert receivers == [1]
+    assert [e.payload["status"] for e in events] == ["success"] * len(arns)
+    assert [e.payload["message"]["pipeline_execution_arn"] for e in events] == arns
+    assert len({e.payload["message"]["message_id"] for e in events}) == len(arns)
+    # 30 messages arrive in batches of up to 10: a handful of receives, not one loop per trigger
+    assert receive_calls <= 12, receive_calls
+    assert queue_counts(local_aws, queue) == (0, len(arns))  # claimed, hidden, never deleted
+
+
+def test_reconciler_answers_callbacks_waiting_past_the_deadline(local_aws: Any, dag_runner: Any) -> None:
+    from sagemaker_pipelines_provider.operators.callback import AnswerOverdueCallbacksOperator
+
+    fast_endpoint(local_aws)
+    queue = create_queue(local_aws)
+    pipeline = callback_pipeline(local_aws, queue)
+    arn = start(local_aws, pipeline)
+    token = waiting_token(local_aws, arn)
+    time.sleep(1.2)
+    with dag() as d:
+        report = AnswerOverdueCallbacksOperator(
+            task_id="report", pipeline_name=pipeline, older_than=1, report_only=True
+        )
+        answer = AnswerOverdueCallbacksOperator(task_id="answer", pipeline_name=pipeline, older_than=1)
+        report >> answer
+    run = dag_runner.run_dag(d)
+    assert run.state == "success", dag_runner.task_states(run)
+    reported = run.get_task_instance("report").xcom_pull(task_ids="report")
+    answered = run.get_task_instance("answer").xcom_pull(task_ids="answer")
+    assert [r["step_name"] for r in reported] == ["Validate"]
+    assert reported[0]["answered"] is False and token not in str(reported)
+    assert answered[0]["answered"] is True and answered[0]["already_answered"] is False
+    assert answered[0]["copies_deleted"] == 1
+    final = wait_status(local_aws, arn, "Succeeded", "Failed")
+    assert final["PipelineExecutionStatus"] == "Failed"
+    assert "not answered within" in final["FailureReason"]
+    assert [a["action"] for a in accepted_answers(local_aws)] == ["SendPipelineExecutionStepFailure"]
+    assert queue_counts(local_aws, queue) == (0, 0)

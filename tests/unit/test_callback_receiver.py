@@ -1,0 +1,246 @@
+"""The shared per-queue receiver and the callback triggers, over an in-memory SQS client.
+
+``FakeSqs`` stands in for the aiobotocore SQS client only (what ``AwsBaseHook.get_async_conn`` returns):
+visibility timeouts, receipt handles and receive counts behave like SQS, so the receiver's claims, releases
+and hands-off of malformed messages can be observed message by message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from sagemaker_pipelines_provider.callbacks.message import CallbackRoute
+from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.triggers.callback import (
+    CallbackMessageEventTrigger,
+    CallbackMessageTrigger,
+    CallbackTriggerEvent,
+)
+from sagemaker_pipelines_provider.triggers.callback_receiver import QueueReceiver, ReceiverKey, get_receiver
+from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/callbacks"
+FAST = BackoffPolicy(base_delay=0.001, max_delay=0.002, max_attempts=2, budget_seconds=1)
+
+
+def arn(execution: str) -> str:
+    return f"arn:aws:sagemaker:us-east-1:123456789012:pipeline/training/execution/{execution}"
+
+
+@dataclass
+class Stored:
+    message_id: str
+    body: str
+    visible_at: float = 0.0
+    receipts: int = 0
+    handle: str = ""
+    deleted: bool = False
+
+
+@dataclass
+class FakeSqs:
+    """An in-memory SQS queue with the async client methods the receiver calls."""
+
+    messages: list[Stored] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    fail_receive: Exception | None = None
+    _ids: Any = field(default_factory=itertools.count)
+
+    def send(self, body: Any) -> str:
+        message_id = f"m{next(self._ids)}"
+        self.messages.append(Stored(message_id, body if isinstance(body, str) else json.dumps(body)))
+        return message_id
+
+    def get(self, message_id: str) -> Stored:
+        return next(m for m in self.messages if m.message_id == message_id)
+
+    def visible(self, stored: Stored) -> bool:
+        return not stored.deleted and stored.visible_at <= time.monotonic()
+
+    def _by_handle(self, handle: str) -> Stored:
+        for stored in self.messages:
+            if stored.handle == handle and not stored.deleted:
+                return stored
+        raise ClientError({"Error": {"Code": "ReceiptHandleIsInvalid", "Message": "gone"}}, "X")
+
+    async def receive_message(self, **request: Any) -> dict[str, Any]:
+        self.calls.append("ReceiveMessage")
+        if self.fail_receive is not None:
+            raise self.fail_receive
+        deadline = time.monotonic() + min(request["WaitTimeSeconds"], 0.2)
+        while True:
+            ready = [m for m in self.messages if self.visible(m)][: request["MaxNumberOfMessages"]]
+            if ready or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        out = []
+        for stored in ready:
+            stored.receipts += 1
+            stored.handle = f"{stored.message_id}-rh{stored.receipts}"
+            stored.visible_at = time.monotonic() + request["VisibilityTimeout"]
+            out.append(
+                {
+                    "MessageId": stored.message_id,
+                    "ReceiptHandle": stored.handle,
+                    "Body": stored.body,
+                    "Attributes": {"ApproximateReceiveCount": str(stored.receipts)},
+                }
+            )
+        return {"Messages": out} if out else {}
+
+    async def change_message_visibility(self, **request: Any) -> dict[str, Any]:
+        self.calls.append("ChangeMessageVisibility")
+        self._by_handle(request["ReceiptHandle"]).visible_at = time.monotonic() + request["VisibilityTimeout"]
+        return {}
+
+    async def change_message_visibility_batch(self, **request: Any) -> dict[str, Any]:
+        self.calls.append("ChangeMessageVisibilityBatch")
+        for entry in request["Entries"]:
+            with suppress(ClientError):
+                self._by_handle(entry["ReceiptHandle"]).visible_at = (
+                    time.monotonic() + entry["VisibilityTimeout"]
+                )
+        return {"Successful": [], "Failed": []}
+
+    async def delete_message(self, **request: Any) -> dict[str, Any]:
+        self.calls.append("DeleteMessage")
+        self._by_handle(request["ReceiptHandle"]).deleted = True
+        return {}
+
+
+def hook_on(fake: FakeSqs) -> CallbackQueueHook:
+    hook = CallbackQueueHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
+
+    @asynccontextmanager
+    async def client() -> Any:
+        yield fake
+
+    async def get_async_conn() -> Any:
+        return client()
+
+    hook.get_async_conn = get_async_conn  # type: ignore[method-assign]
+    return hook
+
+
+def callback(token: str, execution: str, **extra: Any) -> dict[str, Any]:
+    return {"token": token, "pipelineExecutionArn": arn(execution), "arguments": {"e": execution}, **extra}
+
+
+def route(execution: str) -> CallbackRoute:
+    return CallbackRoute.from_fields(pipeline_execution_arn=arn(execution))
+
+
+def test_one_receiver_serves_every_waiter_claims_releases_and_leaves_malformed_alone() -> None:
+    fake = FakeSqs()
+    junk = [fake.send("not json") for _ in range(12)]
+    ids = {name: fake.send(callback(f"Token{name}00000"[:10], name)) for name in ("a", "b", "c")}
+    stray = fake.send(callback("StrayTok00", "zzz"))
+
+    async def main() -> list[Any]:
+        receiver = QueueReceiver(
+            ReceiverKey.build(QUEUE), inspect_visibility_timeout=30, hook_factory=lambda: hook_on(fake)
+        )
+        waits = [
+            asyncio.create_task(
+                receiver.wait_for(route(name), visibility_timeout=60 + i, wait_time_seconds=1)
+            )
+            for i, name in enumerate(("a", "b", "c"))
+        ]
+        got = await asyncio.wait_for(asyncio.gather(*waits), 5)
+        await asyncio.sleep(0.05)
+        assert receiver.waiting == 0 and receiver._task is not None and receiver._task.done()
+        return got
+
+    got = asyncio.run(main())
+    assert [m.message_id for m in got] == [ids["a"], ids["b"], ids["c"]]
+    now = time.monotonic()
+    for i, name in enumerate(("a", "b", "c")):
+        stored = fake.get(ids[name])
+        assert not stored.deleted and 55 + i < stored.visible_at - now <= 60 + i  # claimed, hidden, kept
+    assert fake.visible(fake.get(stray))  # nobody's: visible again at once
+    assert all(not fake.get(j).deleted and fake.get(j).receipts == 1 for j in junk)  # left as received
+    assert "DeleteMessage" not in fake.calls
+
+
+def test_cancelled_waiter_unregisters_and_the_receiver_stops() -> None:
+    fake = FakeSqs()
+
+    async def main() -> None:
+        receiver = QueueReceiver(ReceiverKey.build(QUEUE), hook_factory=lambda: hook_on(fake))
+        wait = asyncio.create_task(receiver.wait_for(route("a"), visibility_timeout=60, wait_time_seconds=1))
+        await asyncio.sleep(0.05)
+        assert receiver.waiting == 1
+        wait.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await wait
+        assert receiver.waiting == 0
+        await asyncio.sleep(0.3)
+        assert receiver._task is not None and receiver._task.done()
+
+    asyncio.run(main())
+
+
+def test_receive_failure_fails_the_waiters_with_the_error() -> None:
+    fake = FakeSqs(
+        fail_receive=ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ReceiveMessage")
+    )
+
+    async def main() -> None:
+        receiver = QueueReceiver(ReceiverKey.build(QUEUE), hook_factory=lambda: hook_on(fake))
+        with pytest.raises(ClientError, match="AccessDenied"):
+            await asyncio.wait_for(receiver.wait_for(route("a"), visibility_timeout=60), 5)
+
+    asyncio.run(main())
+
+
+def test_receivers_are_per_event_loop_and_per_key() -> None:
+    async def ids() -> tuple[int, int, int]:
+        a = get_receiver(ReceiverKey.build(QUEUE))
+        return (
+            id(a),
+            id(get_receiver(ReceiverKey.build(QUEUE))),
+            id(get_receiver(ReceiverKey.build(QUEUE + "2"))),
+        )
+
+    first = asyncio.run(ids())
+    assert first[0] == first[1] != first[2]
+
+
+def test_trigger_serialises_and_times_out_without_touching_aws() -> None:
+    trigger = CallbackMessageTrigger(
+        queue_url=QUEUE,
+        pipeline_execution_arn=arn("a"),
+        match_arguments={"model": "m"},
+        visibility_timeout=120,
+        wait_time_seconds=5,
+        timeout_at="2000-01-01T00:00:00+00:00",
+        aws_conn_id=None,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "sagemaker_pipelines_provider.triggers.callback.CallbackMessageTrigger"
+    again = CallbackMessageTrigger(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    event = asyncio.run(anext(again.run()))
+    assert event.payload["status"] == "timeout"
+    event_classpath, event_kwargs = CallbackMessageEventTrigger(
+        queue_url=QUEUE, pipeline_name="training"
+    ).serialize()
+    assert CallbackMessageEventTrigger(**event_kwargs).serialize() == (event_classpath, event_kwargs)
+
+
+def test_trigger_events_never_print_a_large_payload_or_a_full_token() -> None:
+    payload = {
+        "status": "success",
+        "message": {"token": "AbCdE12345", "message_id": "m1", "arguments": {"big": "z" * 50_000}},
+    }
+    text = repr(CallbackTriggerEvent(payload=payload))
+    assert len(text) < 400 and "AbCdE12345" not in text and "zzzz" not in text
+    assert CallbackTriggerEvent(payload=payload).payload == payload  # the payload itself is intact
