@@ -13,7 +13,12 @@ endpoint that speaks AWS, including the real one — point it only at the local 
   ``RegisterModel`` or Fail ``ValidationFailed``) and ``evaluation`` (Processing ``Evaluate`` with the
   property file ``EvaluationReport``, Condition ``CheckAccuracy`` on ``Std:JsonGet`` ->
   ``RegisterEvaluatedModel`` or ``AccuracyTooLow``), from the JSON files in ``local/pipelines/``
-  (created, or updated to the packaged definition when they exist);
+  (created, or updated to the packaged definition when they exist); ``scheduled-training`` is
+  ``training`` whose callback arguments also carry ``trigger: sagemaker-schedule`` (the pipeline the
+  event-driven ``callback_handler_dag`` example answers, as if SageMaker started it on a schedule);
+  ``retraining`` (Processing ``PrepareData`` over ``DataStartDate``..``DataEndDate`` of a ``Market`` ->
+  Training ``Train`` -> RegisterModel ``RegisterModel`` in ``historical-models``; the
+  ``historical_retraining`` example backfills it);
 * Glue job ``validate-features``;
 * ECS cluster ``ml`` and task definition family ``model-validation``.
 
@@ -46,7 +51,7 @@ CALLBACK_QUEUE = "sagemaker-callbacks"
 CALLBACK_DLQ = "sagemaker-callbacks-dlq"
 BUCKET = "sagemaker-local-demo"
 ROLE_NAME = "SageMakerPipelineExecutionRole"
-DEMO_PIPELINES = ("features", "training", "evaluation")
+DEMO_PIPELINES = ("features", "training", "evaluation", "scheduled-training", "retraining")
 GLUE_JOB = "validate-features"
 ECS_CLUSTER = "ml"
 TASK_FAMILY = "model-validation"
@@ -202,8 +207,10 @@ def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGI
             family=TASK_FAMILY,
             taskRoleArn=role_arn,
             executionRoleArn=role_arn,
-            networkMode="awsvpc",
-            requiresCompatibilities=["EC2", "FARGATE"],
+            # bridge, and cpu/memory on the container: moto cannot run awsvpc tasks (it fails building
+            # their network interface) nor containers without cpu/memory (RunTask raises a TypeError).
+            networkMode="bridge",
+            requiresCompatibilities=["EC2"],  # moto forces awsvpc on FARGATE-compatible definitions
             cpu="256",
             memory="512",
             containerDefinitions=[
@@ -212,6 +219,8 @@ def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGI
                     "image": "public.ecr.aws/docker/library/python:3.11-slim",
                     "essential": True,
                     "command": ["python", "-c", "print('model validated')"],
+                    "cpu": 256,
+                    "memory": 512,
                 }
             ],
         )["taskDefinition"]["taskDefinitionArn"]

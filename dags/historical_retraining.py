@@ -1,0 +1,75 @@
+"""historical_retraining — retrain once per day of history, for backfills.
+
+Each run retrains the ``retraining`` pipeline on its own data interval (``DataStartDate`` =
+``{{ data_interval_start | ds }}``, ``DataEndDate`` = ``{{ data_interval_end | ds }}``) with a deterministic
+display name (``retraining-<YYYYMMDD>``): a re-run or a retried task finds the same execution again rather
+than starting a second one (the operator's idempotency token is derived from the task instance).
+
+Backfill a year (runs are created by the scheduler, at most ``--max-active-runs`` at once)::
+
+    airflow backfill create --dag-id historical_retraining \\
+        --from-date 2025-01-01 --to-date 2025-12-31 --max-active-runs 8
+
+Concurrency is capped three ways, from the outside in:
+
+- ``--max-active-runs`` of the backfill (Airflow dag runs);
+- the ``retrain`` task: ``max_active_tis_per_dag`` (``SMP_MAX_CONCURRENT``, default 4; deferred tasks
+  count) and the pool ``sagemaker_pipelines`` (create it with ``include_deferred`` so that waiting
+  executions hold their slot: ``airflow pools set sagemaker_pipelines 4 "SageMaker" --include-deferred``);
+- SageMaker's own limit on running executions: a start refused with ``ResourceLimitExceeded`` waits
+  (deferred, with backoff) and tries again instead of failing.
+
+A successful retraining emits an event on the ``historical-models`` asset carrying the execution ARN and
+the model package ARN (``retraining_consumer`` is scheduled on it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import DAG
+from airflow.timetables.interval import CronDataIntervalTimetable
+from sagemaker_pipelines_provider.assets import emit_model_event, model_package_group_asset
+from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+from sagemaker_pipelines_provider.task_groups.chain import poll_interval_from_env
+from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
+
+POOL = os.environ.get("SMP_POOL", "sagemaker_pipelines")
+MAX_CONCURRENT = int(os.environ.get("SMP_MAX_CONCURRENT", "4"))
+MODELS = model_package_group_asset("historical-models")
+#: First wait after SageMaker refuses a start with ResourceLimitExceeded (doubles, jittered, up to 60 s).
+CAPACITY_BACKOFF = float(os.environ.get("SMP_CAPACITY_BACKOFF", "2"))
+
+with DAG(
+    dag_id="historical_retraining",
+    description="Retrain the model on each day of history (backfill-friendly)",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=MAX_CONCURRENT,
+    params={"market": "all"},
+    tags=["sagemaker", "example", "backfill"],
+    doc_md=__doc__,
+) as dag:
+    retrain = SageMakerPipelineOperator(
+        task_id="retrain",
+        pipeline_name="retraining",
+        parameters={
+            "DataStartDate": "{{ data_interval_start | ds }}",
+            "DataEndDate": "{{ data_interval_end | ds }}",
+            "Market": "{{ params.market }}",
+            "ModelPackageGroupName": "historical-models",
+        },
+        display_name="retraining-{{ data_interval_start | ds_nodash }}",
+        description="historical_retraining {{ data_interval_start | ds }} to {{ data_interval_end | ds }}",
+        deferrable=True,
+        poll_interval=poll_interval_from_env(),
+        pool=POOL,
+        max_active_tis_per_dag=MAX_CONCURRENT,
+        backoff_policy=BackoffPolicy(capacity_base_delay=CAPACITY_BACKOFF, capacity_max_delay=60.0),
+        outlets=[MODELS],
+        post_execute=emit_model_event(MODELS, step="RegisterModel"),
+        retries=2,
+        retry_delay=dt.timedelta(seconds=30),
+    )

@@ -1,0 +1,479 @@
+"""pipeline_chain(): many small SageMaker pipelines, Glue jobs and ECS tasks in one DAG, wired by XComArgs.
+
+A *chain* is a TaskGroup in which every link runs after the previous one, and in which the result of a
+pipeline execution is read by the links after it through typed references instead of
+``{{ ti.xcom_pull(...) }}`` strings::
+
+    from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
+    from sagemaker_pipelines_provider.task_groups.chain import CallbackWork, pipeline_chain
+
+    with pipeline_chain("retrain", poll_interval=30) as chain:
+        features = chain.pipeline("features", parameters={"InputDataUrl": "s3://data/{{ ds }}/"})
+        chain.add(
+            GlueJobOperator(
+                task_id="validate_features",
+                job_name="validate-features",
+                script_args={"--features": features.execution_id.format("s3://bucket/features/{}/train")},
+            )
+        )
+        training = chain.pipeline(
+            "training",
+            parameters={"TrainingDataUrl": features.execution_id.format("s3://bucket/features/{}/train")},
+            callback=CallbackWork(queue_url=QUEUE_URL, work=build_ecs_validation),
+        )
+        evaluation = chain.pipeline("evaluation", parameters={"ModelDataUrl": training.value().map(url_of)})
+        chain.add(publish_model(MODELS, evaluation.result))  # sagemaker_pipelines_provider.assets
+
+    # fan-out: one execution per market, parameters from an upstream task's list
+    retrain = chain.pipeline_map("per_market", "training", parameters=markets.map(market_parameters))
+
+What a link returns (:class:`PipelineLink`) exposes the execution's result as :class:`PipelineValue`
+references — ``execution_arn``, ``execution_id``, ``status``, ``display_name``, ``parameter(name)``,
+``output(step, name)``, ``model_package_arn`` — usable in any templated field of any operator (nested
+in dicts and lists too). Each one:
+
+- makes the consuming task depend on the producing task (Airflow finds it like any XComArg);
+- resolves, when the consuming task renders its templates, to the value in the producer's result, and that
+  value is **data**: it is never rendered as a Jinja template again (an output parameter that contains
+  ``{{ ... }}`` stays literal);
+- fails the consuming task with a message naming the producer, the path and what was there when the
+  value is missing.
+
+Pipelines with a Callback step (``callback=CallbackWork(...)``) become three parts: ``<id>`` starts the
+execution without waiting, ``<id>_callback`` (a :func:`~sagemaker_pipelines_provider.task_groups.callback.
+callback_handler` group routed on that execution's ARN) answers the callback, and ``<id>_wait`` waits for
+the execution's end and returns its result. The link's references point at that final result.
+
+Fan-out (:meth:`PipelineChain.pipeline_map`) is Airflow's dynamic task mapping over the ``parameters``
+argument: a list of dicts, or an XComArg resolving to one (``upstream.output.map(fn)``). Its
+:class:`MappedPipelineLink` exposes ``results`` (the list of result dicts, in map-index order) and
+``execution_arns``.
+
+Defaults given to :func:`pipeline_chain` (``poll_interval``, ``deferrable``, ``pool``, ``aws_conn_id``...)
+apply to every pipeline task of the chain; :func:`poll_interval_from_env` reads ``SMP_POLL_INTERVAL`` so
+that tests and the local demo can poll fast without changing the DAG.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import TaskGroup
+from airflow.sdk.definitions._internal.mixins import ResolveMixin
+from airflow.sdk.definitions.xcom_arg import XComArg
+
+from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY
+from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator, Context
+    from airflow.sdk.types import Operator
+
+#: Environment variable overriding the poll interval (seconds) of the example DAGs' pipeline tasks.
+POLL_INTERVAL_ENV = "SMP_POLL_INTERVAL"
+#: Production default between two status polls of one execution (the trigger's poller coalesces them).
+DEFAULT_POLL_INTERVAL = 30.0
+
+_MISSING = object()
+
+
+def poll_interval_from_env(default: float = DEFAULT_POLL_INTERVAL) -> float:
+    """``SMP_POLL_INTERVAL`` as seconds (read when the DAG file is parsed), else ``default``."""
+    raw = os.environ.get(POLL_INTERVAL_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise ValueError(f"{POLL_INTERVAL_ENV}={raw!r} is not a number of seconds") from err
+    if value <= 0:
+        raise ValueError(f"{POLL_INTERVAL_ENV} must be > 0 seconds, got {raw!r}")
+    return value
+
+
+class PipelineValueMissing(KeyError):
+    """A :class:`PipelineValue` found nothing at its path in the producer's result."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "missing pipeline value"
+
+
+class PipelineValue(ResolveMixin):
+    """One value of an upstream pipeline task's result, resolved when the consuming task renders.
+
+    :param source: the XComArg of the producing task (its return value: the result dict).
+    :param path: keys to follow inside the result, e.g. ``("outputs", "RegisterModel", "ModelPackageArn")``.
+    :param transform: applied to the value found (a plain function; keep it at module level when the value
+        is used in a mapped task).
+    :param default: returned when the path is absent (otherwise the consuming task fails).
+    :param description: what the value is, for error messages and the rendered-template view.
+    """
+
+    def __init__(
+        self,
+        source: XComArg,
+        path: Sequence[str] = (),
+        *,
+        transform: Callable[[Any], Any] | None = None,
+        default: Any = _MISSING,
+        description: str | None = None,
+    ) -> None:
+        self.source = source
+        self.path = tuple(path)
+        self.transform = transform
+        self.default = default
+        self.description = description or ".".join(self.path) or "result"
+
+    def __repr__(self) -> str:
+        producers = ",".join(sorted({op.task_id for op, _ in self.source.iter_references()}))
+        return f"PipelineValue({producers}:{self.description})"
+
+    __str__ = __repr__
+
+    def iter_references(self) -> Iterator[tuple[Operator, str]]:
+        yield from self.source.iter_references()
+
+    def resolve(self, context: Context) -> Any:
+        value: Any = self.source.resolve(context)
+        walked: list[str] = []
+        for key in self.path:
+            if isinstance(value, Mapping) and key in value:
+                value = value[key]
+                walked.append(key)
+                continue
+            if self.default is not _MISSING:
+                return self.default
+            here = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise PipelineValueMissing(
+                f"{self!r}: no {key!r} under {'.'.join(walked) or 'the result'} of the upstream task "
+                f"(found {here}). Check the step and output names against the pipeline's definition."
+            )
+        return self.transform(value) if self.transform is not None else value
+
+    def map(self, transform: Callable[[Any], Any], description: str | None = None) -> PipelineValue:
+        """The same value passed through ``transform`` (applied after any earlier transform)."""
+        previous = self.transform
+
+        def combined(value: Any) -> Any:
+            return transform(previous(value) if previous is not None else value)
+
+        return PipelineValue(
+            self.source,
+            self.path,
+            transform=combined,
+            default=self.default,
+            description=description or f"{self.description}|{getattr(transform, '__name__', 'fn')}",
+        )
+
+    def format(self, pattern: str) -> PipelineValue:
+        """The value inserted into a Python format string with one ``{}`` field (not a Jinja template)."""
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+        if fields != [""]:
+            raise ValueError(f"format pattern needs exactly one '{{}}' field, got {pattern!r}")
+        return self.map(pattern.format, description=f"{self.description}|format({pattern!r})")
+
+
+def execution_id_from_arn(arn: str) -> str:
+    """``<id>`` from ``arn:aws:sagemaker:<region>:<account>:pipeline/<name>/execution/<id>``."""
+    return str(arn).rsplit("/", 1)[-1]
+
+
+class _ResultRefs:
+    """References into a result dict of :func:`~sagemaker_pipelines_provider.hooks.pipeline.
+    build_execution_result` pushed by ``source``'s task."""
+
+    def __init__(self, source: XComArg) -> None:
+        self._source = source
+
+    def value(self, *path: str, default: Any = _MISSING) -> PipelineValue:
+        """Any value of the result by its keys, e.g. ``value("steps", "Train", "status")``."""
+        return PipelineValue(self._source, path, default=default)
+
+    @property
+    def execution_arn(self) -> PipelineValue:
+        return self.value("pipeline_execution_arn")
+
+    @property
+    def execution_id(self) -> PipelineValue:
+        """The last part of the execution ARN (what ``Execution.PipelineExecutionId`` is in a definition)."""
+        return self.execution_arn.map(execution_id_from_arn, description="execution_id")
+
+    @property
+    def status(self) -> PipelineValue:
+        return self.value("status")
+
+    @property
+    def display_name(self) -> PipelineValue:
+        return self.value("display_name")
+
+    def parameter(self, name: str) -> PipelineValue:
+        """A parameter value the execution ran with (a string, as SageMaker reports it)."""
+        return self.value("parameters", name)
+
+    def output(self, step: str, name: str, default: Any = _MISSING) -> PipelineValue:
+        """Output ``name`` of ``step``: a Callback/Lambda output parameter, ``ModelPackageArn`` of a
+        RegisterModel step, ``TrainingJobArn``/``ProcessingJobArn`` of job steps, ``Outcome`` of a
+        Condition step (see :func:`~sagemaker_pipelines_provider.hooks.pipeline.step_outputs`)."""
+        return self.value("outputs", step, name, default=default)
+
+    def model_package_arn(self, step: str = "RegisterModel") -> PipelineValue:
+        """The model package a RegisterModel step created."""
+        return self.output(step, "ModelPackageArn")
+
+
+@dataclass
+class CallbackWork:
+    """How a chained pipeline's Callback step is answered: the arguments of
+    :func:`~sagemaker_pipelines_provider.task_groups.callback.callback_handler` (minus the routing, which
+    the chain sets to the execution's ARN)."""
+
+    queue_url: str
+    work: Callable[..., Any] | None = None
+    outputs: Any = None
+    visibility_timeout: int | None = None
+    sensor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    match_arguments: dict[str, Any] | None = None
+
+
+class PipelineLink(_ResultRefs):
+    """One chained pipeline: its tasks and typed references into its result."""
+
+    def __init__(
+        self,
+        start: BaseOperator,
+        result_task: BaseOperator,
+        callback_group: TaskGroup | None = None,
+    ) -> None:
+        super().__init__(XComArg(result_task))
+        self.start = start
+        self.result_task = result_task
+        self.callback_group = callback_group
+
+    @property
+    def result(self) -> XComArg:
+        """The whole result dict (an XComArg: pass it to a TaskFlow function)."""
+        return XComArg(self.result_task)
+
+    @property
+    def first(self) -> BaseOperator:
+        return self.start
+
+    @property
+    def last(self) -> BaseOperator:
+        return self.result_task
+
+
+class MappedPipelineLink:
+    """A fan-out of one pipeline: one execution per element of ``parameters``."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.first = task
+        self.last = task
+
+    @property
+    def results(self) -> XComArg:
+        """The result dicts of every mapped execution (a lazy list, in map-index order)."""
+        return XComArg(self.task)
+
+    @property
+    def execution_arns(self) -> XComArg:
+        return self.results.map(_execution_arn_of)
+
+
+def _execution_arn_of(result: Any) -> Any:
+    return result["pipeline_execution_arn"]
+
+
+class PipelineChain:
+    """The builder :func:`pipeline_chain` yields; each method adds one link after the previous one."""
+
+    def __init__(self, group: TaskGroup, defaults: Mapping[str, Any]) -> None:
+        self.group = group
+        self.defaults = dict(defaults)
+        self.links: list[Any] = []
+        self._last: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    def _append(self, first: Any, last: Any) -> None:
+        if self._last is not None:
+            self._last >> first
+        self._last = last
+
+    def _pipeline_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        merged = {**self.defaults, **kwargs}
+        merged.setdefault("poll_interval", poll_interval_from_env())
+        return merged
+
+    # -- links --------------------------------------------------------------------------------------------
+
+    def add(self, task: Any) -> Any:
+        """Append any operator, TaskFlow call (XComArg) or TaskGroup as the next link; return it."""
+        first = task
+        last = task
+        if isinstance(task, XComArg):
+            ops = [op for op, _ in task.iter_references()]
+            first = last = ops[0] if len(ops) == 1 else ops
+        self._append(first, last)
+        self.links.append(task)
+        return task
+
+    def pipeline(
+        self,
+        pipeline_name: str,
+        *,
+        task_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        display_name: str | None = None,
+        callback: CallbackWork | None = None,
+        **operator_kwargs: Any,
+    ) -> PipelineLink:
+        """Run one execution of ``pipeline_name`` as the next link (see the module doc).
+
+        :param task_id: default: the pipeline name with ``-`` replaced by ``_``.
+        :param parameters: templated; values may be :class:`PipelineValue` references of earlier links.
+        :param display_name: templated; default ``<pipeline>-{{ ds_nodash }}-<run hash>`` style names are
+            left to the caller (SageMaker display names are optional).
+        :param callback: the pipeline has a Callback step answered in this DAG.
+        :param operator_kwargs: more :class:`SageMakerPipelineOperator` arguments (they override the
+            chain's defaults).
+        """
+        tid = task_id or pipeline_name.replace("-", "_")
+        kwargs = self._pipeline_kwargs(operator_kwargs)
+        if callback is None:
+            op = SageMakerPipelineOperator(
+                task_id=tid,
+                pipeline_name=pipeline_name,
+                parameters=parameters,
+                display_name=display_name,
+                **kwargs,
+            )
+            link = PipelineLink(op, op)
+            self._append(op, op)
+            self.links.append(link)
+            return link
+        return self._pipeline_with_callback(tid, pipeline_name, parameters, display_name, callback, kwargs)
+
+    def _pipeline_with_callback(
+        self,
+        tid: str,
+        pipeline_name: str,
+        parameters: Mapping[str, Any] | None,
+        display_name: str | None,
+        callback: CallbackWork,
+        kwargs: dict[str, Any],
+    ) -> PipelineLink:
+        from sagemaker_pipelines_provider.task_groups.callback import callback_handler
+
+        poll_interval = float(kwargs.get("poll_interval", DEFAULT_POLL_INTERVAL))
+        start_kwargs = {k: v for k, v in kwargs.items() if k not in ("wait_for_completion",)}
+        start = SageMakerPipelineOperator(
+            task_id=tid,
+            pipeline_name=pipeline_name,
+            parameters=parameters,
+            display_name=display_name,
+            wait_for_completion=False,
+            **start_kwargs,
+        )
+        arn_pull = f"{{{{ ti.xcom_pull(task_ids={start.task_id!r}, key={EXECUTION_ARN_XCOM_KEY!r}) }}}}"
+        handler_kwargs: dict[str, Any] = {
+            "pipeline_execution_arn": arn_pull,
+            "work": callback.work,
+            "outputs": callback.outputs,
+            "match_arguments": callback.match_arguments,
+            "sensor_kwargs": {"deferrable": bool(kwargs.get("deferrable", False)), **callback.sensor_kwargs},
+        }
+        if callback.visibility_timeout is not None:
+            handler_kwargs["visibility_timeout"] = callback.visibility_timeout
+        for name in ("aws_conn_id", "region_name"):
+            if name in kwargs:
+                handler_kwargs[name] = kwargs[name]
+        group = callback_handler(f"{tid}_callback", callback.queue_url, **handler_kwargs)
+        sensor_kwargs = {
+            k: kwargs[k]
+            for k in ("aws_conn_id", "region_name", "deferrable", "allow_stopped", "pool", "timeout")
+            if k in kwargs
+        }
+        wait = SageMakerPipelineExecutionSensor(
+            task_id=f"{tid}_wait",
+            pipeline_execution_arn=arn_pull,
+            poke_interval=poll_interval,
+            **sensor_kwargs,
+        )
+        start >> group
+        # Only the success answer leads on: answer_failure (skipped when all went well) must not skip the
+        # wait; when the work failed, answer_failure fails the execution and the wait is upstream_failed.
+        group.children[f"{group.group_id}.answer"] >> wait
+        link = PipelineLink(start, wait, group)
+        self._append(start, wait)
+        self.links.append(link)
+        return link
+
+    def pipeline_map(
+        self,
+        pipeline_name: str,
+        *,
+        parameters: Sequence[Mapping[str, Any]] | XComArg,
+        task_id: str | None = None,
+        display_name: str | None = None,
+        max_active_tis_per_dag: int | None = None,
+        **operator_kwargs: Any,
+    ) -> MappedPipelineLink:
+        """Fan out: one execution of ``pipeline_name`` per element of ``parameters`` (dynamic task mapping).
+
+        :param parameters: a list of parameter dicts, or an XComArg resolving to one (e.g.
+            ``markets.map(to_parameters)``); literal dicts may hold Jinja templates, values coming from
+            XCom are never rendered.
+        :param display_name: templated, shared by every mapped task; ``{{ ti.map_index }}`` tells them
+            apart.
+        :param max_active_tis_per_dag: at most this many of the mapped executions run at once (per DAG,
+            across runs).
+        """
+        tid = task_id or f"{pipeline_name.replace('-', '_')}_each"
+        kwargs = self._pipeline_kwargs(operator_kwargs)
+        if max_active_tis_per_dag is not None:
+            kwargs["max_active_tis_per_dag"] = max_active_tis_per_dag
+        mapped = SageMakerPipelineOperator.partial(
+            task_id=tid, pipeline_name=pipeline_name, display_name=display_name, **kwargs
+        ).expand(parameters=parameters)
+        link = MappedPipelineLink(mapped)
+        self._append(mapped, mapped)
+        self.links.append(link)
+        return link
+
+
+@contextmanager
+def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
+    """A TaskGroup whose links run one after the other (module doc); ``defaults`` go to every pipeline task.
+
+    ``defaults`` are :class:`~sagemaker_pipelines_provider.operators.pipeline.SageMakerPipelineOperator`
+    arguments (``deferrable``, ``poll_interval``, ``pool``, ``aws_conn_id``, ``retries``...). Without
+    ``poll_interval``, :func:`poll_interval_from_env` decides.
+
+    Use it as a context manager inside a DAG; set dependencies on the group (``chain.group``) or on the
+    first/last links.
+    """
+    with TaskGroup(group_id) as group:
+        yield PipelineChain(group, defaults)
+
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "POLL_INTERVAL_ENV",
+    "CallbackWork",
+    "MappedPipelineLink",
+    "PipelineChain",
+    "PipelineLink",
+    "PipelineValue",
+    "PipelineValueMissing",
+    "execution_id_from_arn",
+    "pipeline_chain",
+    "poll_interval_from_env",
+]
