@@ -14,6 +14,7 @@ from typing import IO, Any
 import boto3
 import pytest
 from sagemaker_pipelines_provider.local.cli import main
+from sagemaker_pipelines_provider.local.seed import DEMO_PIPELINES
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def test_serve_prints_exports_seeds_and_stops_on_sigterm(capsys: pytest.CaptureF
         url = _next_line(lines, "export AWS_ENDPOINT_URL=", deadline).split("=", 1)[1]
         connection = _next_line(lines, "export AIRFLOW_CONN_AWS_DEFAULT=", deadline)
         assert "region_name" in connection and url in connection
-        assert set(seeded["pipelines"]) == {"features", "training", "evaluation"}
+        assert set(seeded["pipelines"]) == set(DEMO_PIPELINES)
 
         sm: Any = boto3.client(
             "sagemaker",
@@ -64,7 +65,7 @@ def test_serve_prints_exports_seeds_and_stops_on_sigterm(capsys: pytest.CaptureF
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-        assert len(sm.list_pipelines()["PipelineSummaries"]) == 3
+        assert len(sm.list_pipelines()["PipelineSummaries"]) == len(DEMO_PIPELINES)
 
         assert main(["seed", "--endpoint-url", url]) == 0  # idempotent on a seeded endpoint
         assert json.loads(capsys.readouterr().out)["pipelines"] == seeded["pipelines"]
