@@ -32,7 +32,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["aws"],
             }
         ],
-        "hooks": [{"integration-name": integration, "python-modules": [f"{_PKG}.hooks.pipeline"]}],
+        "hooks": [
+            {
+                "integration-name": integration,
+                "python-modules": [f"{_PKG}.hooks.pipeline", f"{_PKG}.hooks.callback_queue"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": integration,

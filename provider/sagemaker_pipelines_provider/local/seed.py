@@ -4,7 +4,9 @@ endpoint that speaks AWS, including the real one — point it only at the local 
 :func:`seed` creates, idempotently (running it twice changes nothing and raises nothing):
 
 * SQS queue ``sagemaker-callbacks`` (callback steps send here) with a dead-letter queue
-  ``sagemaker-callbacks-dlq`` (``maxReceiveCount`` 5);
+  ``sagemaker-callbacks-dlq`` (``maxReceiveCount`` 100: on a shared queue every receiver that
+  inspects and releases a message raises its receive count, so a low value would dead-letter callbacks
+  whose handler starts late);
 * S3 bucket ``sagemaker-local-demo`` with the evaluation report the ``evaluation`` pipeline reads
   (``evaluation/evaluation.json``, accuracy 0.91) and placeholder scripts;
 * IAM role ``SageMakerPipelineExecutionRole`` (trusted by SageMaker, Glue and ECS tasks);
@@ -123,7 +125,7 @@ def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGI
         "QueueArn"
     ]
     queue_url = sqs.create_queue(QueueName=CALLBACK_QUEUE)["QueueUrl"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "100"})
     sqs.set_queue_attributes(
         QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"}
     )
