@@ -47,7 +47,6 @@ import asyncio
 import itertools
 import json
 import logging
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +60,7 @@ from sagemaker_pipelines_provider.callbacks.message import (
 )
 from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy, Retryable
+from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
 log = logging.getLogger(__name__)
 
@@ -292,33 +292,26 @@ class QueueReceiver:
 # -------------------------------------------------------------------------------------------------------
 # process-level registry, one map per event loop
 
-_registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ReceiverKey, QueueReceiver]] = (
-    weakref.WeakKeyDictionary()
-)
+_registry: LoopRegistry[ReceiverKey, QueueReceiver] = LoopRegistry()
 
 
 def get_receiver(key: ReceiverKey, *, inspect_visibility_timeout: int = 30) -> QueueReceiver:
     """The running event loop's receiver for ``key``, created on first use (call inside the loop)."""
-    loop = asyncio.get_running_loop()
-    receivers = _registry.setdefault(loop, {})
-    receiver = receivers.get(key)
-    if receiver is None:
 
-        def forget(done: QueueReceiver, receivers: dict[ReceiverKey, QueueReceiver] = receivers) -> None:
-            # a receiver that ended with waiters still registered (they are failing) is restarted by the
-            # next wait_for; one that ended idle is dropped and the next waiter creates a new one
-            if receivers.get(done.key) is done and not done.waiting:
-                del receivers[done.key]
+    def forget(done: QueueReceiver) -> None:
+        # a receiver that ended with waiters still registered (they are failing) is restarted by the next
+        # wait_for; one that ended idle is dropped and the next waiter creates a new one
+        if not done.waiting:
+            _registry.forget(done.key, done)
 
-        receiver = QueueReceiver(key, inspect_visibility_timeout=inspect_visibility_timeout, on_exit=forget)
-        receivers[key] = receiver
-    return receiver
+    return _registry.get(
+        key, lambda: QueueReceiver(key, inspect_visibility_timeout=inspect_visibility_timeout, on_exit=forget)
+    )
 
 
 def active_receivers() -> list[QueueReceiver]:
     """The receivers of the running event loop (diagnostics and tests)."""
-    loop = asyncio.get_running_loop()
-    return list(_registry.get(loop, {}).values())
+    return list(_registry.active().values())
 
 
 __all__ = ["IDLE_POLICY", "QueueReceiver", "ReceiverKey", "active_receivers", "get_receiver"]

@@ -30,7 +30,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Any
 
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
 log = logging.getLogger(__name__)
 
@@ -255,31 +255,18 @@ class ExecutionStatusPoller:
 # -------------------------------------------------------------------------------------------------------
 # the process-level registry: one dict of pollers per running event loop
 
-_REGISTRY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[PollerKey, ExecutionStatusPoller]] = (
-    weakref.WeakKeyDictionary()
-)
+_REGISTRY: LoopRegistry[PollerKey, ExecutionStatusPoller] = LoopRegistry()
 
 
 def get_poller(key: PollerKey) -> ExecutionStatusPoller:
     """The running event loop's poller for ``key``, created on first use (call from inside the loop)."""
-    loop = asyncio.get_running_loop()
-    pollers = _REGISTRY.setdefault(loop, {})
-    poller = pollers.get(key)
-    if poller is None:
-        poller = pollers[key] = ExecutionStatusPoller(key)
-    return poller
+    return _REGISTRY.get(key, lambda: ExecutionStatusPoller(key))
 
 
 def active_pollers() -> dict[PollerKey, ExecutionStatusPoller]:
     """The pollers of the running event loop (for tests and diagnostics)."""
-    return dict(_REGISTRY.get(asyncio.get_running_loop(), {}))
+    return _REGISTRY.active()
 
 
 def _forget(poller: ExecutionStatusPoller) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    pollers = _REGISTRY.get(loop)
-    if pollers is not None and pollers.get(poller.key) is poller:
-        del pollers[poller.key]
+    _REGISTRY.forget(poller.key, poller)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from sagemaker_pipelines_provider.triggers.poller import (
     get_poller,
 )
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
 log = logging.getLogger(__name__)
 
@@ -185,33 +185,21 @@ class ExecutionStepsPoller:
 # -------------------------------------------------------------------------------------------------------
 # the process-level registry: one dict of steps pollers per running event loop
 
-_REGISTRY: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[StepsPollerKey, ExecutionStepsPoller]
-] = weakref.WeakKeyDictionary()
+_REGISTRY: LoopRegistry[StepsPollerKey, ExecutionStepsPoller] = LoopRegistry()
 
 
 def get_steps_poller(key: StepsPollerKey) -> ExecutionStepsPoller:
     """The running event loop's steps poller for ``key``, created on first use (call inside the loop)."""
-    pollers = _REGISTRY.setdefault(asyncio.get_running_loop(), {})
-    poller = pollers.get(key)
-    if poller is None:
-        poller = pollers[key] = ExecutionStepsPoller(key)
-    return poller
+    return _REGISTRY.get(key, lambda: ExecutionStepsPoller(key))
 
 
 def active_steps_pollers() -> dict[StepsPollerKey, ExecutionStepsPoller]:
     """The steps pollers of the running event loop (for tests and diagnostics)."""
-    return dict(_REGISTRY.get(asyncio.get_running_loop(), {}))
+    return _REGISTRY.active()
 
 
 def _forget(poller: ExecutionStepsPoller) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    pollers = _REGISTRY.get(loop)
-    if pollers is not None and pollers.get(poller.key) is poller:
-        del pollers[poller.key]
+    _REGISTRY.forget(poller.key, poller)
 
 
 __all__ = [
