@@ -210,3 +210,13 @@ def test_seconds_left(deadline: str | None, positive: bool | None) -> None:
         assert left is None
     else:
         assert left == 0.0
+
+
+def test_page_budget_scales_with_the_watched_executions_up_to_a_cap() -> None:
+    from sagemaker_pipelines_provider.triggers.poller import EXTRA_PAGES, MAX_PAGES, page_budget
+
+    assert page_budget(1) == 1 + EXTRA_PAGES
+    assert page_budget(100) == 1 + EXTRA_PAGES
+    assert page_budget(101) == 2 + EXTRA_PAGES
+    assert page_budget(1000) == 10 + EXTRA_PAGES  # 1000 watched: list pages, not ~500 describes a round
+    assert page_budget(100_000) == MAX_PAGES

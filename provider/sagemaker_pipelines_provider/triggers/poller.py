@@ -5,10 +5,10 @@ pipeline). Every :class:`~sagemaker_pipelines_provider.triggers.pipeline.Pipelin
 on an execution of that pipeline subscribes to it; one poll round then costs:
 
 - one ``ListPipelineExecutions`` page per 100 executions of the pipeline (newest first, bounded by
-  ``CreatedAfter`` = the oldest watched execution's start, and by :data:`MAX_PAGES`), however many
+  ``CreatedAfter`` = the oldest watched execution's start, and by :func:`page_budget`), however many
   executions are watched;
 - one ``DescribePipelineExecution`` per watched execution *not found* in those pages (an execution
-  older than :data:`MAX_PAGES` pages of newer ones, or one the list has not caught up with yet).
+  older than :func:`page_budget` pages of newer ones, or one the list has not caught up with yet).
 
 Contract:
 
@@ -41,8 +41,20 @@ from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
 log = logging.getLogger(__name__)
 
-#: At most this many ListPipelineExecutions pages (of 100) are read per poll round.
-MAX_PAGES = 5
+#: Pages (of 100) read per poll round beyond the ones the watched executions could fill: room for newer
+#: executions of the pipeline that nobody here watches.
+EXTRA_PAGES = 4
+#: Hard cap on ListPipelineExecutions pages per poll round, whatever is watched.
+MAX_PAGES = 30
+
+
+def page_budget(watched: int) -> int:
+    """ListPipelineExecutions pages one round may read for ``watched`` executions (a round stops early once
+    every watched execution is found). Scaling with the watched set keeps 1000 waiting executions at ~10
+    list calls per round instead of hundreds of DescribePipelineExecution calls."""
+    return min(MAX_PAGES, -(-watched // 100) + EXTRA_PAGES)
+
+
 #: Margin subtracted from the oldest watched start time for ``CreatedAfter`` (clock and rounding slack).
 CREATED_AFTER_MARGIN = dt.timedelta(minutes=5)
 
@@ -233,7 +245,7 @@ class ExecutionStatusPoller:
         if wanted <= self._start_times.keys():
             created_after = min(self._start_times[a] for a in wanted) - CREATED_AFTER_MARGIN
         next_token: str | None = None
-        for _ in range(MAX_PAGES):
+        for _ in range(page_budget(len(wanted))):
             summaries, next_token = await self.hook.alist_pipeline_executions(
                 self.key.pipeline_name, client=client, next_token=next_token, created_after=created_after
             )
