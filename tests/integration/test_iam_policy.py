@@ -5,11 +5,15 @@ also used by ``test_no_secret_in_logs.py``); the endpoint's call record gives th
 every AWS call, mapped to IAM actions (:func:`iam_action`). The test fails when
 
 - an action called is not allowed by the policy (for every service: SageMaker, SQS, Glue, ECS, ...);
-- the policy grants a SageMaker or SQS action that is never called — except the statement
-  ``ProviderFailurePaths``: stop, retry and failure answers, which the provider's hook sends only when a
-  task is killed, retried or its callback work fails (paths the green example runs do not take); each of
-  those must still be a call the provider's hook makes (checked in its source), so nothing is granted
-  that nothing calls.
+- the policy grants a SageMaker or SQS action that is never called.
+
+The green example runs never stop, retry or fail an execution, so the same test also drives the
+provider's failure paths through its public operators and task groups (:func:`run_failure_paths`): a
+pipeline task killed by its ``execution_timeout`` (StopPipelineExecution), a failed execution resumed by
+the task's retry (RetryPipelineExecution) and a ``callback_handler`` whose work raises
+(SendPipelineExecutionStepFailure). "Called" is the union of the call records of all those runs; no
+statement is exempt. The harness's own calls (creating pipelines and queues, starting the execution
+SageMaker would start on a schedule) are cut out of the record by seq range.
 
 ``iam:PassRole`` is checked by the policy's own condition (``iam:PassedToService``), not from the call
 record: it is authorised on the calls that pass a role (ECS RunTask with a task role, Glue StartJobRun
@@ -22,7 +26,8 @@ import asyncio
 import datetime as dt
 import fnmatch
 import json
-import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 POLICY = REPO / "docs" / "iam-policy.json"
-HOOKS = REPO / "provider" / "sagemaker_pipelines_provider" / "hooks"
 EXAMPLE_DAGS = (
     "retraining_chain",
     "retraining_consumer",
@@ -44,7 +48,7 @@ EXAMPLE_DAGS = (
 FAST_ENV = {"SMP_POLL_INTERVAL": "0.2", "SMP_CAPACITY_BACKOFF": "0.1"}
 POOL = "sagemaker_pipelines"
 STEP_SECONDS = 0.05
-FAILURE_PATHS_SID = "ProviderFailurePaths"
+KILLED_STEP_SECONDS = 60.0  # the killed task's execution must still be running when it is killed
 # The IAM service prefix of each SigV4 signing name the call record holds.
 IAM_PREFIX = {"sagemaker": "sagemaker", "sqs": "sqs", "glue": "glue", "ecs": "ecs", "events": "events"}
 
@@ -130,6 +134,107 @@ def run_example_dags(
 
 
 # ------------------------------------------------------------------------------------------------------
+# the provider's failure paths
+
+
+@contextmanager
+def harness_calls(local_aws: Any, own: list[tuple[int, int]]) -> Iterator[None]:
+    """Calls made inside are the test's own (set-up), not the provider's: cut out of the record."""
+    before = last_seq(local_aws)
+    try:
+        yield
+    finally:
+        own.append((before, last_seq(local_aws)))
+
+
+def _pipeline_operator(**kwargs: Any) -> Any:
+    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+    from test_pipeline_operator_helpers import FAST_BACKOFF, POLL
+
+    kwargs.setdefault("task_id", "run")
+    kwargs.setdefault("poll_interval", POLL)
+    kwargs.setdefault("backoff_policy", FAST_BACKOFF)
+    return SageMakerPipelineOperator(**kwargs)
+
+
+def _failure_dag(name: str) -> Any:
+    from airflow.sdk import DAG
+    from test_pipeline_operator_helpers import START_DATE, unique
+
+    return DAG(unique(name), schedule=None, start_date=START_DATE, catchup=False)
+
+
+def run_failure_paths(local_aws: Any, dag_runner: Any, own: list[tuple[int, int]]) -> dict[str, Any]:
+    """Drive the provider's stop, retry and failure-answer paths; returns the runs by path. Each path's
+    outcome is asserted from the run's task states only (the call record is the caller's)."""
+    from airflow.sdk import task
+    from sagemaker_pipelines_provider.callbacks import lease
+    from sagemaker_pipelines_provider.task_groups.callback import callback_handler
+    from test_callback_helpers import FAST_SENSOR, VISIBILITY, callback_pipeline, create_queue
+    from test_pipeline_operator_helpers import create_pipeline
+
+    runs: dict[str, Any] = {}
+    local_aws.controls.set_time_scale(1.0)
+
+    # A failed execution, resumed by the task's retry: RetryPipelineExecution.
+    local_aws.controls.set_default_step_duration(STEP_SECONDS)
+    with harness_calls(local_aws, own):
+        pipeline = create_pipeline(local_aws)
+    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="injected", fail_attempts=1)
+    with _failure_dag("iam-retry") as d:
+        _pipeline_operator(
+            pipeline_name=pipeline,
+            parameters={"RunDate": "x"},
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+        )
+    runs["retry"] = dag_runner.run_dag(d)
+    assert dag_runner.task_states(runs["retry"]) == {"run": "success"}
+
+    # A callback handler whose work fails: SendPipelineExecutionStepFailure.
+    @task
+    def validate(arguments: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("the model is broken")
+
+    with harness_calls(local_aws, own):
+        queue = create_queue(local_aws)
+        pipeline = callback_pipeline(local_aws, queue)
+    try:
+        with _failure_dag("iam-answer-failure") as d:
+            start = _pipeline_operator(task_id="start", pipeline_name=pipeline, wait_for_completion=False)
+            handler = callback_handler(
+                "validate",
+                queue,
+                pipeline_execution_arn="{{ ti.xcom_pull(task_ids='start', key='pipeline_execution_arn') }}",
+                work=validate,
+                visibility_timeout=VISIBILITY,
+                sensor_kwargs={**FAST_SENSOR, "deferrable": True},
+            )
+            start >> handler
+        runs["answer_failure"] = dag_runner.run_dag(d)
+    finally:
+        lease.release_all()
+    states = dag_runner.task_states(runs["answer_failure"])
+    assert states["validate.validate"] == "failed", states
+    assert states["validate.answer_failure"] == "failed", states  # it answered, then failed the run
+
+    # A pipeline task killed by its execution_timeout while the execution runs: StopPipelineExecution.
+    local_aws.controls.set_default_step_duration(KILLED_STEP_SECONDS)
+    try:
+        with harness_calls(local_aws, own):
+            pipeline = create_pipeline(local_aws)
+        with _failure_dag("iam-stop") as d:
+            _pipeline_operator(
+                pipeline_name=pipeline, parameters={"RunDate": "x"}, execution_timeout=dt.timedelta(seconds=3)
+            )
+        runs["stop"] = dag_runner.run_dag(d)
+    finally:
+        local_aws.controls.set_default_step_duration(STEP_SECONDS)
+    assert dag_runner.task_states(runs["stop"]) == {"run": "failed"}
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------------
 # the policy
 
 
@@ -163,16 +268,6 @@ def is_allowed(action: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in patterns)
 
 
-def hook_actions() -> set[str]:
-    """SageMaker actions the provider's hooks name: every quoted SageMaker operation name in their
-    source (``_call("StopPipelineExecution", ...)``, ``_answer_callback("SendPipelineExecutionStep...``)."""
-    import botocore.session
-
-    operations = set(botocore.session.get_session().get_service_model("sagemaker").operation_names)
-    source = "\n".join(p.read_text() for p in HOOKS.glob("*.py"))
-    return {f"sagemaker:{name}" for name in re.findall(r"\"([A-Z][A-Za-z]+)\"", source) if name in operations}
-
-
 def test_policy_document_is_well_formed() -> None:
     policy = load_policy()
     assert policy["Version"] == "2012-10-17"
@@ -184,25 +279,27 @@ def test_policy_document_is_well_formed() -> None:
         assert statement.get("Resource"), statement
 
 
-def test_policy_matches_the_calls_of_the_example_dags(
+def test_policy_matches_the_calls_of_the_example_dags_and_failure_paths(
     local_aws: Any, dag_runner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cursor = last_seq(local_aws)
     _, own = run_example_dags(local_aws, dag_runner, monkeypatch)
+    run_failure_paths(local_aws, dag_runner, own)
     calls = [c for c in local_aws.controls.calls(since=cursor) if not any(a < c["seq"] <= b for a, b in own)]
     called = {a for c in calls if (a := iam_action(c))}
-    print("IAM actions called by the example DAGs:", sorted(called))
-    patterns = allowed_patterns(load_policy())
-    everything = [p for ps in patterns.values() for p in ps]
+    print("IAM actions the provider called:", sorted(called))
+    # Each failure path really took its AWS call (not just failed some other way).
+    for action in (
+        "sagemaker:RetryPipelineExecution",
+        "sagemaker:SendPipelineExecutionStepFailure",
+        "sagemaker:StopPipelineExecution",
+    ):
+        assert action in called, f"the failure paths never called {action}"
+    everything = [p for ps in allowed_patterns(load_policy()).values() for p in ps]
 
     missing = sorted(a for a in called if not is_allowed(a, everything))
-    assert not missing, f"the policy lacks actions the example DAGs call: {missing}"
+    assert not missing, f"the policy lacks actions the provider calls: {missing}"
 
-    failure_paths = set(patterns.get(FAILURE_PATHS_SID, []))
     granted = {p for p in everything if p.split(":")[0] in ("sagemaker", "sqs")}
-    unused = sorted(p for p in granted - failure_paths if not any(is_allowed(a, [p]) for a in called))
-    assert not unused, f"the policy grants SageMaker/SQS actions no example DAG calls: {unused}"
-    uncalled_failure_paths = sorted(failure_paths - hook_actions())
-    assert not uncalled_failure_paths, (
-        f"{FAILURE_PATHS_SID} grants actions the provider's hooks never call: {uncalled_failure_paths}"
-    )
+    unused = sorted(p for p in granted if not any(is_allowed(a, [p]) for a in called))
+    assert not unused, f"the policy grants SageMaker/SQS actions the provider never called: {unused}"

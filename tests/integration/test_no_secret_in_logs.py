@@ -2,7 +2,10 @@
 
 The credentials are set to recognisable canaries — in the environment (boto3, aiobotocore) and in the
 ``aws_default`` connection (login / password) the example DAGs use — and every example DAG runs once
-against the local endpoint (:func:`test_iam_policy.run_example_dags`). Everything logged meanwhile is
+against the local endpoint (:func:`test_iam_policy.run_example_dags`), then the provider's failure paths
+(:func:`test_iam_policy.run_failure_paths`: a killed task, a failed execution retried, a callback
+handler whose work raises), whose error messages and tracebacks are where credentials would most likely
+leak. Everything logged meanwhile is
 collected: the logging records (``caplog``, INFO and above, the task log level), the process's stdout
 and stderr (``capfd``: ``dag.test()`` prints task logs there) and any log file under ``AIRFLOW_HOME``.
 The test fails if either canary appears in any of them.
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_iam_policy import EXAMPLE_DAGS, run_example_dags
+from test_iam_policy import EXAMPLE_DAGS, run_example_dags, run_failure_paths
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +59,8 @@ def test_example_dag_logs_hold_no_credentials(
     assert (credentials.access_key, credentials.secret_key) == (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
     caplog.set_level(logging.INFO)
 
-    runs, _ = run_example_dags(local_aws, dag_runner, monkeypatch)
+    runs, own = run_example_dags(local_aws, dag_runner, monkeypatch)
+    failure_runs = run_failure_paths(local_aws, dag_runner, own)
 
     captured = capfd.readouterr()
     logged = "\n".join([caplog.text, captured.out, captured.err, log_files()])
@@ -64,6 +68,8 @@ def test_example_dag_logs_hold_no_credentials(
     for dag_id in EXAMPLE_DAGS:
         assert dag_id in logged, f"no log of {dag_id} captured"
     assert set(runs) == set(EXAMPLE_DAGS)
+    for run in failure_runs.values():
+        assert run.dag_id in logged, f"no log of {run.dag_id} captured"
     for name, canary in (("secret access key", SECRET_ACCESS_KEY), ("access key id", ACCESS_KEY_ID)):
         lines = [line for line in logged.splitlines() if canary in line]
         assert not lines, f"the {name} appears in {len(lines)} logged line(s), e.g. {lines[0][:300]!r}"
