@@ -175,7 +175,8 @@ class Stack:
         env = environment(self.compose()["services"]["postgres"])
         return env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]
 
-    def _configure(self) -> None:
+    def configure(self) -> dict[str, str]:
+        """Choose the ports and compute the Airflow environment (what :meth:`up` starts with)."""
         document = self.compose()
         self.ports = Ports(
             api=published_port(document, "airflow-apiserver", SERVICE_PORTS["airflow-apiserver"]),
@@ -184,9 +185,6 @@ class Stack:
             redis=free_port(),
             scheduler_health=free_port(),
         )
-        for name, port in (("AIRFLOW_API_PORT", self.ports.api), ("SMP_LOCAL_PORT", self.ports.local)):
-            if not _port_free(port):
-                raise StackError(f"port {port} is in use: stop what holds it or set {name} to a free port")
         service_ports = {
             "postgres": self.ports.postgres,
             "redis": self.ports.redis,
@@ -198,6 +196,7 @@ class Stack:
             **airflow_environment(common, service_ports, self.state_dir, self.ports.scheduler_health),
             **self.extra_env,
         }
+        return self.airflow_env
 
     def base_env(self) -> dict[str, str]:
         """The inherited environment every service starts from: the caller's, minus Airflow and AWS
@@ -260,7 +259,13 @@ class Stack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         try:
             servers = ensure_servers(self.logs_dir / "install.log", self.install)
-            self._configure()
+            self.configure()
+            ports = self._ports()
+            for variable, port in (("AIRFLOW_API_PORT", ports.api), ("SMP_LOCAL_PORT", ports.local)):
+                if not _port_free(port):
+                    raise StackError(
+                        f"port {port} is in use: stop what holds it or set {variable} to a free port"
+                    )
             self._save_state()
             self.report(f"starting the stack in {self.state_dir} ...")
             self._start_base(servers)
