@@ -196,6 +196,19 @@ class AirflowApi:
                 )
             time.sleep(poll)
 
+    def wait_until_idle(self, dag_id: str, timeout: float = 600.0, poll: float = 1.0) -> list[dict[str, Any]]:
+        """Every run of the DAG, once none is queued or running (unpausing a DAG with a schedule makes
+        the scheduler create its latest run beside a triggered one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.dag_runs(dag_id)
+            busy = [r["dag_run_id"] for r in runs if r["state"] not in TERMINAL_RUN_STATES]
+            if not busy:
+                return runs
+            if time.monotonic() > deadline:
+                raise StackError(f"{dag_id}: runs {busy} still unfinished after {timeout:.0f}s")
+            time.sleep(poll)
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances"
         return list(self.paginate(path, "task_instances"))

@@ -29,6 +29,7 @@ becomes healthy) fails them: they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,10 +53,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Stack]:
     state_dir = tmp_path_factory.mktemp("stack")
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
 
-    def report(line: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"[stack] {line}")
+    def report(line: str) -> None:  # straight to the terminal: the start-up figures are wanted in CI logs
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            for part in line.splitlines():
+                reporter.write_line(f"[stack] {part}")
 
     stack = Stack(
         state_dir,
