@@ -3,16 +3,18 @@
 PostgreSQL: the newest ``/usr/lib/postgresql/<version>/bin`` (Debian/Ubuntu's layout), else the folder
 of ``pg_ctl`` on the PATH. Redis: ``redis-server`` on the PATH. When either is missing and the stack runs
 as root on a system with ``apt-get``, it installs Debian's ``postgresql`` / ``redis-server`` packages
-(running ``apt-get update`` first when the install fails for want of package lists); otherwise it stops
-with one line naming what to install.
+(running ``apt-get update`` first when the install fails for want of package lists), without letting
+the packages start servers of their own; otherwise it stops with one line naming what to install.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +57,28 @@ def _missing() -> list[str]:
     return missing
 
 
+@contextlib.contextmanager
+def _no_service_starts() -> Iterator[None]:
+    """Keep the packages from starting their own servers (Debian's postgresql would start a cluster on
+    5432, redis-server one on 6379): the stack runs its own. ``policy-rc.d`` exiting 101 is Debian's way
+    to say so; one that already exists is left as it is."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text(
+        "#!/bin/sh\n# written by make stack for the duration of one apt-get install\nexit 101\n"
+    )
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
+
+
 def _apt_install(packages: list[str], log: Path) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    with log.open("ab") as out:
+    with log.open("ab") as out, _no_service_starts():
         install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
         if subprocess.call(install, stdout=out, stderr=subprocess.STDOUT, env=env) == 0:
             return

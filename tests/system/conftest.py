@@ -43,10 +43,17 @@ POLL_INTERVAL = "1"
 STEP_SECONDS = "0.2"
 
 
+#: pytest-timeout for a system test without a timeout mark of its own: the first one also starts the
+#: stack (about a minute, more when PostgreSQL and Redis get installed) and the last one stops it.
+SYSTEM_TEST_TIMEOUT = 900
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "airflow_stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.system)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(SYSTEM_TEST_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
