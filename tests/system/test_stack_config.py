@@ -26,8 +26,8 @@ from stack.compose import environment, load_compose
 from stack.environment import CONTAINER_HOME, SERVICE_PORTS, STACK_ONLY, rewrite_value
 from stack.processes import ProcessRecord, spawn, stop
 
-#: Variables compose sets on single services for the container itself (the image's entrypoint), which
-#: mean nothing on one machine; anything else set on one Airflow service only is drift.
+#: Variables compose sets on single services for the image's entrypoint and airflow-init's script (the
+#: stack reads the UI login from airflow-init too); anything else set on one Airflow service only is drift.
 CONTAINER_ONLY = {
     "DUMB_INIT_SETSID",
     "_AIRFLOW_DB_MIGRATE",
