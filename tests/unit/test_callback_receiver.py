@@ -244,3 +244,40 @@ def test_trigger_events_never_print_a_large_payload_or_a_full_token() -> None:
     text = repr(CallbackTriggerEvent(payload=payload))
     assert len(text) < 400 and "AbCdE12345" not in text and "zzzz" not in text
     assert CallbackTriggerEvent(payload=payload).payload == payload  # the payload itself is intact
+
+
+def test_a_waiter_registered_while_the_client_closes_is_served() -> None:
+    """The receiver's last waiter left and its client is closing (an await): a new waiter must be served."""
+    fake = FakeSqs()
+    ids = {name: fake.send(callback(f"Token{name}00000"[:10], name)) for name in ("a", "b")}
+
+    async def main() -> str:
+        closing, close = asyncio.Event(), asyncio.Event()
+        hook = hook_on(fake)
+
+        @asynccontextmanager
+        async def slow_closing_client() -> Any:
+            try:
+                yield fake
+            finally:
+                closing.set()
+                await close.wait()  # the client's exit awaits (aiobotocore closes its HTTP session)
+
+        async def get_async_conn() -> Any:
+            return slow_closing_client()
+
+        hook.get_async_conn = get_async_conn  # type: ignore[method-assign]
+        receiver = QueueReceiver(ReceiverKey.build(QUEUE), hook_factory=lambda: hook)
+        first = await asyncio.wait_for(
+            receiver.wait_for(route("a"), visibility_timeout=60, wait_time_seconds=1), 5
+        )
+        assert first.message_id == ids["a"]
+        await asyncio.wait_for(closing.wait(), 5)  # no waiter left: the receiver is closing its client
+        second = asyncio.create_task(receiver.wait_for(route("b"), visibility_timeout=60, wait_time_seconds=1))
+        await asyncio.sleep(0)  # registered while the exit awaits
+        close.set()
+        closing.clear()
+        message = await asyncio.wait_for(second, 5)
+        return message.message_id
+
+    assert asyncio.run(main()) == ids["b"]

@@ -8,7 +8,8 @@ routes them with :func:`~sagemaker_pipelines_provider.callbacks.message.plan_bat
 
 Lifecycle: receivers are process-level helpers keyed by (event loop, connection, region, queue URL ...),
 created lazily inside the running event loop by :func:`get_receiver` on the first waiter, and ending by
-themselves when the last waiter leaves (the next waiter creates a new one). A receiver never outlives its
+themselves when the last waiter leaves (the next waiter creates a new one). Closing the receiver's client
+awaits; a waiter that registers meanwhile is served by a new client opened once the old one is closed. A receiver never outlives its
 event loop, so ``dag.test()`` — which runs each trigger in its own ``asyncio.run`` — gets a fresh one each
 time.
 
@@ -179,51 +180,13 @@ class QueueReceiver:
         return [w for w in self._waiters.values() if not w.future.done()]
 
     async def _run(self) -> None:
-        hook = self._hook_factory()
-        idle_rounds = 0
         try:
-            async with hook.async_client() as client:
-                while True:
-                    if self._orphans:
-                        orphans, self._orphans = self._orphans, []
-                        await self._release_handles(hook, client, orphans)
-                    waiters = self._open_waiters()
-                    if not waiters:
-                        if not self._waiters and not self._orphans:
-                            return
-                        await asyncio.sleep(0)
-                        continue
-                    self._wake.clear()
-                    wait_time = min(w.wait_time_seconds for w in waiters)
-                    try:
-                        raw = await hook.areceive(
-                            client,
-                            self.key.queue_url,
-                            wait_time_seconds=wait_time,
-                            visibility_timeout=self.inspect_visibility_timeout,
-                        )
-                    except Exception as err:
-                        self._fail_waiters(err)
-                        return
-                    self.receives += 1
-                    if not raw:
-                        idle_rounds = 0
-                        continue
-                    matched, released = await self._route(hook, client, raw)
-                    # let resolved waiters leave before deciding whether to receive again
-                    await asyncio.sleep(0)
-                    if matched or not released:
-                        # served someone, or saw only malformed messages (now hidden for the inspection
-                        # timeout, so the next receive sees other messages): receive again at once
-                        idle_rounds = 0
-                        continue
-                    delay = IDLE_POLICY.delay(idle_rounds, Retryable.TRANSIENT)
-                    idle_rounds += 1
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                        idle_rounds = 0
-                    except TimeoutError:
-                        pass
+            # Re-checked after the client closed: a waiter (or an orphan to release) may arrive while its
+            # exit awaits, and this task is still "running" then, so wait_for did not start another one.
+            while True:
+                await self._session()
+                if not self._open_waiters() and not self._orphans:
+                    return  # no await between this check and on_exit: nobody can register in between
         except asyncio.CancelledError:
             raise
         except Exception as err:  # never leave waiters hanging on a dead receiver
@@ -232,6 +195,53 @@ class QueueReceiver:
         finally:
             if self._on_exit is not None:
                 self._on_exit(self)
+
+    async def _session(self) -> None:
+        """One client's life: receive and route while waiters are open; return when none is left."""
+        hook = self._hook_factory()
+        idle_rounds = 0
+        async with hook.async_client() as client:
+            while True:
+                if self._orphans:
+                    orphans, self._orphans = self._orphans, []
+                    await self._release_handles(hook, client, orphans)
+                waiters = self._open_waiters()
+                if not waiters:
+                    if not self._waiters and not self._orphans:
+                        return
+                    await asyncio.sleep(0)
+                    continue
+                self._wake.clear()
+                wait_time = min(w.wait_time_seconds for w in waiters)
+                try:
+                    raw = await hook.areceive(
+                        client,
+                        self.key.queue_url,
+                        wait_time_seconds=wait_time,
+                        visibility_timeout=self.inspect_visibility_timeout,
+                    )
+                except Exception as err:
+                    self._fail_waiters(err)
+                    return
+                self.receives += 1
+                if not raw:
+                    idle_rounds = 0
+                    continue
+                matched, released = await self._route(hook, client, raw)
+                # let resolved waiters leave before deciding whether to receive again
+                await asyncio.sleep(0)
+                if matched or not released:
+                    # served someone, or saw only malformed messages (now hidden for the inspection
+                    # timeout, so the next receive sees other messages): receive again at once
+                    idle_rounds = 0
+                    continue
+                delay = IDLE_POLICY.delay(idle_rounds, Retryable.TRANSIENT)
+                idle_rounds += 1
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    idle_rounds = 0
+                except TimeoutError:
+                    pass
 
     def _fail_waiters(self, error: BaseException) -> None:
         for waiter in list(self._waiters.values()):
