@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -91,15 +92,41 @@ class CallbackArguments:
     def message(self) -> XComArg:
         return self._wait.output
 
-    def template(self, name: str, default: Any = None) -> str:
-        """``{{ ... }}`` rendering to argument ``name`` of the message (``default`` when it is absent)."""
+    def template(self, name: str, default: str | int | float | bool | None = None) -> str:
+        """``{{ ... }}`` rendering to argument ``name`` of the message (``default`` when it is absent).
+
+        ``default`` is written into the expression as a Jinja literal and renders as Jinja renders it:
+        ``None`` -> ``"None"``, ``True`` -> ``"True"``, ``3`` -> ``"3"``, a string as itself (never
+        rendered again). Containers are refused: map their parts one by one.
+        """
         pull = f"ti.xcom_pull(task_ids={json.dumps(self.wait_task_id)}, key={json.dumps(ARGUMENTS_XCOM_KEY)})"
-        return f"{{{{ ({pull} or {{}}).get({json.dumps(name)}, {json.dumps(default)}) }}}}"
+        return f"{{{{ ({pull} or {{}}).get({json.dumps(name)}, {jinja_literal(default)}) }}}}"
 
     @property
     def execution_arn_template(self) -> str:
         """``{{ ... }}`` rendering to the pipeline execution ARN of the message."""
         return f"{{{{ ti.xcom_pull(task_ids={json.dumps(self.wait_task_id)})['pipeline_execution_arn'] }}}}"
+
+
+def jinja_literal(value: str | int | float | bool | None) -> str:
+    """``value`` as a Jinja expression literal (JSON's ``null``/``true`` are undefined names in Jinja).
+
+    :raises TypeError: for anything but None, a bool, a finite number or a string.
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a double-quoted literal; its escapes are Jinja's too
+    raise TypeError(
+        f"an argument template's default must be None, a string, a bool or a finite number, got "
+        f"{type(value).__name__}: {value!r}"
+    )
 
 
 def hold_claimed_message(context: Context, wait_task_id: str, hook_params: Mapping[str, Any]) -> None:
