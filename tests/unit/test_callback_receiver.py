@@ -273,7 +273,9 @@ def test_a_waiter_registered_while_the_client_closes_is_served() -> None:
         )
         assert first.message_id == ids["a"]
         await asyncio.wait_for(closing.wait(), 5)  # no waiter left: the receiver is closing its client
-        second = asyncio.create_task(receiver.wait_for(route("b"), visibility_timeout=60, wait_time_seconds=1))
+        second = asyncio.create_task(
+            receiver.wait_for(route("b"), visibility_timeout=60, wait_time_seconds=1)
+        )
         await asyncio.sleep(0)  # registered while the exit awaits
         close.set()
         closing.clear()

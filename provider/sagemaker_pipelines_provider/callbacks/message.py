@@ -306,6 +306,14 @@ def mask_token(token: str | None) -> str:
     return f"{token[:3]}…"
 
 
+def redact_token(text: str, token: str | None) -> str:
+    """``text`` with every occurrence of ``token`` masked (:func:`mask_token`): for error messages that
+    quote it (SageMaker's do) before they reach a log line or a traceback."""
+    if not token:
+        return text
+    return text.replace(token, mask_token(token))
+
+
 def describe(message: CallbackMessage) -> str:
     """One log-safe line about ``message``: ids, execution, status and a bounded preview of its arguments."""
     text = json.dumps(message.arguments, sort_keys=True, default=str)
@@ -436,5 +444,6 @@ __all__ = [
     "pipeline_name_of",
     "plan_batch",
     "prefer",
+    "redact_token",
     "values_equal",
 ]

@@ -34,6 +34,7 @@ from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sagemaker_pipelines_provider.callbacks.message import mask_token, redact_token
 from sagemaker_pipelines_provider.definition import (
     DefinitionError,
     ParameterError,
@@ -381,13 +382,18 @@ class SageMakerPipelineHook(AwsBaseHook):
         return self._answer_callback("SendPipelineExecutionStepFailure", request)
 
     def _answer_callback(self, action: str, request: dict[str, Any]) -> CallbackAnswer:
+        """Send one answer. An error is re-raised with the callback token masked in its message (SageMaker
+        quotes the token, a capability to answer the step, and errors end up in task logs); the original
+        is not chained to it."""
+        token = str(request["CallbackToken"])
         try:
             response = self._call(action, **request)
         except ClientError as err:
-            if is_already_answered(err):
-                log.info("%s: callback token already answered (%s)", action, err)
+            safe = without_token(err, token)
+            if is_already_answered(safe):
+                log.info("%s: callback token %s already answered (%s)", action, mask_token(token), safe)
                 return CallbackAnswer(pipeline_execution_arn=None, already_answered=True)
-            raise
+            raise safe from None
         return CallbackAnswer(pipeline_execution_arn=response.get("PipelineExecutionArn"))
 
     # ---------------------------------------------------------------------------------------------------
@@ -613,6 +619,24 @@ def callback_output_parameters(outputs: Mapping[str, Any] | None) -> list[dict[s
             "Callback outputs rejected: " + "; ".join(problems) + ". Nothing was sent."
         )
     return parameters
+
+
+def without_token(error: ClientError, token: str) -> ClientError:
+    """A copy of ``error`` whose message and response hold ``token`` only masked (notes are kept)."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_token(value, token)
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    safe = ClientError(scrub(dict(error.response)), error.operation_name)
+    for note in getattr(error, "__notes__", ()):
+        safe.add_note(redact_token(note, token))
+    return safe
 
 
 _ALREADY_ANSWERED_HINTS = ("already", "not waiting", "no longer", "is not in", "completed", "has been used")

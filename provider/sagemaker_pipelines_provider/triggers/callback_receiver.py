@@ -9,9 +9,9 @@ routes them with :func:`~sagemaker_pipelines_provider.callbacks.message.plan_bat
 Lifecycle: receivers are process-level helpers keyed by (event loop, connection, region, queue URL ...),
 created lazily inside the running event loop by :func:`get_receiver` on the first waiter, and ending by
 themselves when the last waiter leaves (the next waiter creates a new one). Closing the receiver's client
-awaits; a waiter that registers meanwhile is served by a new client opened once the old one is closed. A receiver never outlives its
-event loop, so ``dag.test()`` — which runs each trigger in its own ``asyncio.run`` — gets a fresh one each
-time.
+awaits; a waiter that registers meanwhile is served by a new client opened once the old one is closed. A
+receiver never outlives its event loop, so ``dag.test()`` — which runs each trigger in its own
+``asyncio.run`` — gets a fresh one each time.
 
 Delivery contract (what the waiters and the queue see):
 
