@@ -157,6 +157,13 @@ def sensor_result(**extra: Any) -> dict[str, Any]:
     }
 
 
+OUTPUTS = [
+    {"Name": "passed", "Value": "true"},
+    {"Name": "rows", "Value": "42"},
+    {"Name": "metrics", "Value": '{"auc":0.9}'},
+]
+
+
 def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs: Any) -> None:
     from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
 
@@ -165,12 +172,8 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
         {"PipelineExecutionArn": ARN},
         {
             "CallbackToken": TOKEN,
-            "OutputParameters": [
-                {"Name": "passed", "Value": "true"},
-                {"Name": "rows", "Value": "42"},
-                {"Name": "metrics", "Value": '{"auc":0.9}'},
-            ],
-            "ClientRequestToken": answer_request_token(TOKEN, "success"),
+            "OutputParameters": OUTPUTS,
+            "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": OUTPUTS}),
         },
     )
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
@@ -203,7 +206,7 @@ def test_copies_seen_at_the_claim_are_swept(sagemaker: Any, sqs: Any) -> None:
         {
             "CallbackToken": TOKEN,
             "OutputParameters": [],
-            "ClientRequestToken": answer_request_token(TOKEN, "success"),
+            "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": []}),
         },
     )
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
@@ -266,7 +269,7 @@ def test_long_reason_is_cut_with_a_marker_and_a_stopping_message_is_answered_wit
             {
                 "CallbackToken": TOKEN,
                 "FailureReason": ANY,
-                "ClientRequestToken": answer_request_token(TOKEN, "failure"),
+                "ClientRequestToken": ANY,  # derived from the reason (another test pins it)
             },
         )
     sagemaker[0].conn.meta.events.register(
@@ -379,7 +382,7 @@ def test_reconciler_answers_only_callbacks_waiting_past_the_deadline(sagemaker: 
         {
             "CallbackToken": TOKEN,
             "FailureReason": ANY,
-            "ClientRequestToken": answer_request_token(TOKEN, "failure"),
+            "ClientRequestToken": ANY,  # derived from the reason (another test pins it)
         },
     )
     sqs[1].add_response("receive_message", {}, receive_request())
@@ -467,3 +470,87 @@ def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any) -> No
     assert result.is_done
     assert result.xcom_value["receipt_handle"] == "rh-mine" and result.xcom_value["visibility_timeout"] == 90
     assert pushed == {"arguments": {"a": "1"}}
+
+
+# -------------------------------------------------------------------------------------------------------
+# one ClientRequestToken, one request
+
+
+def test_a_client_request_token_always_carries_the_same_answer(sagemaker: Any, sqs: Any) -> None:
+    """Retries of a failure answer (a new try, the reconciler run again later) send the very same request,
+    and answers whose content differs (the handler's and the reconciler's reasons, a Stopping answer) never
+    share a ClientRequestToken: SageMaker's handling of a token reused with other parameters is undocumented.
+    """
+    from sagemaker_pipelines_provider.operators.callback import (
+        SendCallbackFailureOperator,
+        SendCallbackSuccessOperator,
+    )
+
+    hook, stub = sagemaker
+    sent: list[dict[str, Any]] = []
+    hook.conn.meta.events.register(
+        "provide-client-params.sagemaker.SendPipelineExecutionStepFailure",
+        lambda params, **_: sent.append(dict(params)),
+    )
+
+    def expect_failure() -> None:
+        stub.add_response(
+            "send_pipeline_execution_step_failure",
+            {"PipelineExecutionArn": ARN},
+            {"CallbackToken": TOKEN, "FailureReason": ANY, "ClientRequestToken": ANY},
+        )
+
+    def at_try(try_number: int) -> dict[str, Any]:
+        ti = SimpleNamespace(dag_id="d", task_id="answer", run_id="r1", try_number=try_number)
+        return {"ti": ti}
+
+    for try_number in (1, 2):  # the default reason, on two tries of one task
+        expect_failure()
+        op = operator(SendCallbackFailureOperator, sagemaker, sqs, token=TOKEN, delete_message=False)
+        op.execute(at_try(try_number))  # type: ignore[arg-type]
+    for try_number in (1, 2):  # a Stopping message answered by two tries
+        expect_failure()
+        op = operator(
+            SendCallbackSuccessOperator,
+            sagemaker,
+            sqs,
+            message=sensor_result(status="Stopping"),
+            delete_message=False,
+        )
+        op.execute(at_try(try_number))  # type: ignore[arg-type]
+    started = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)
+    for hours_later in (3, 4):  # the reconciler, run twice an hour apart
+        stub.add_response(
+            "list_pipeline_executions",
+            {
+                "PipelineExecutionSummaries": [
+                    {"PipelineExecutionArn": ARN, "PipelineExecutionStatus": "Executing"}
+                ]
+            },
+            None,  # the listing's own requests are another test's concern
+        )
+        stub.add_response(
+            "list_pipeline_execution_steps",
+            {
+                "PipelineExecutionSteps": [
+                    {
+                        "StepName": "Validate",
+                        "StepStatus": "Executing",
+                        "StartTime": started,
+                        "Metadata": {"Callback": {"CallbackToken": TOKEN}},
+                    }
+                ]
+            },
+            {"PipelineExecutionArn": ARN, "MaxResults": 100},
+        )
+        expect_failure()
+        answer_overdue_callbacks(
+            hook, "training", older_than=dt.timedelta(hours=1), now=started + dt.timedelta(hours=hours_later)
+        )
+    assert len(sent) == 6
+    by_token: dict[str, set[str]] = {}
+    for request in sent:
+        by_token.setdefault(request["ClientRequestToken"], set()).add(request["FailureReason"])
+    assert all(len(reasons) == 1 for reasons in by_token.values()), by_token  # one token, one request
+    assert sent[0] == sent[1] and sent[2] == sent[3] and sent[4] == sent[5]  # retries are true repeats
+    assert len(by_token) == 3  # three different answers, three different tokens

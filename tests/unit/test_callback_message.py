@@ -166,9 +166,14 @@ def test_malformed_messages_are_logged_once(caplog: Any) -> None:
     assert [r.getMessage().split()[3] for r in caplog.records] == ["x", "y", "z", "q", "x"]
 
 
-def test_answer_request_tokens_are_stable_per_token_and_kind() -> None:
-    success = answer_request_token("AbCdE12345", "success")
-    assert success == answer_request_token("AbCdE12345", "success")
-    assert success != answer_request_token("AbCdE12345", "failure")
-    assert success != answer_request_token("AbCdE12346", "success")
+def test_answer_request_tokens_are_stable_per_token_kind_and_content() -> None:
+    success = answer_request_token("AbCdE12345", "success", {"OutputParameters": []})
+    assert success == answer_request_token("AbCdE12345", "success", {"OutputParameters": []})
+    assert success != answer_request_token("AbCdE12345", "failure", {"OutputParameters": []})
+    assert success != answer_request_token("AbCdE12346", "success", {"OutputParameters": []})
+    assert success != answer_request_token(
+        "AbCdE12345", "success", {"OutputParameters": [{"Name": "a", "Value": "1"}]}
+    )
+    failure = answer_request_token("AbCdE12345", "failure", {"FailureReason": "broken"})
+    assert failure != answer_request_token("AbCdE12345", "failure", {"FailureReason": "broken!"})
     assert 32 <= len(success) <= 128

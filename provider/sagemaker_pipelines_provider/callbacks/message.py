@@ -15,6 +15,7 @@ routing only compares values: a message cannot choose which AWS resources a hand
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -289,14 +290,23 @@ class CallbackRoute:
 ANSWER_TOKEN_PURPOSE = "sagemaker-callback-answer"
 
 
-def answer_request_token(callback_token: str, kind: str) -> str:
-    """The ClientRequestToken of the ``kind`` (``"success"``/``"failure"``) answer to ``callback_token``.
+def answer_request_token(callback_token: str, kind: str, content: Mapping[str, Any] | None = None) -> str:
+    """The ClientRequestToken of the ``kind`` (``"success"``/``"failure"``) answer to ``callback_token``
+    whose ``content`` is the rest of the request as sent (``{"OutputParameters": [...]}`` or
+    ``{"FailureReason": "..."}``), derived by the project's one derivation
+    (:func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`).
 
-    Every answer of one kind to one token — a retry, a re-run after a crash, a second handler, the
-    reconciler — carries the same token, so SageMaker sees one request (derived by the project's one
-    derivation, :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`).
+    One token, one request: AWS does not document what SageMaker does with a ClientRequestToken reused
+    with other parameters, so the content is part of the derivation. The same answer sent again — a task
+    retry, a re-run after a crash, the reconciler run again — is the same request (the answerers keep their
+    texts free of try numbers and clocks for that); two answers that differ — the handler's failure reason
+    and the reconciler's, a Stopping answer and a success — are two requests, and SageMaker refuses the
+    later one as already answered: a token never gets a second, different answer.
     """
-    return idempotency_token(ANSWER_TOKEN_PURPOSE, callback_token, kind)
+    digest = hashlib.sha256(
+        json.dumps(dict(content or {}), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    ).hexdigest()
+    return idempotency_token(ANSWER_TOKEN_PURPOSE, callback_token, kind, digest)
 
 
 def mask_token(token: str | None) -> str:

@@ -9,10 +9,10 @@ than ``older_than`` with ``SendPipelineExecutionStepFailure``.
 
 Contract:
 
-- the answer uses the same ``ClientRequestToken`` as every other failure answer of that token
-  (:func:`~sagemaker_pipelines_provider.callbacks.message.answer_request_token`): a handler answering
-  failure at the same moment is the same request; a handler that answered success first wins, and the
-  reconciler reports the token as already answered;
+- the answer's ``ClientRequestToken`` is derived from the token and the reason
+  (:func:`~sagemaker_pipelines_provider.callbacks.message.answer_request_token`), and the default reason
+  holds no clock: the reconciler run again sends the same request; a handler that answered first (with
+  its own reason, or success) wins, and the reconciler reports the token as already answered;
 - after answering, the step's message (and its copies) visible on the step's ``SqsQueueUrl`` are deleted,
   best effort (a message in flight at a handler is deleted by that handler once it finds the token
   answered);
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sagemaker_pipelines_provider.callbacks.message import answer_request_token, mask_token
+from sagemaker_pipelines_provider.callbacks.message import mask_token
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +127,16 @@ def answer_overdue_callbacks(
     reports: list[dict[str, Any]] = []
     for overdue in find_overdue_callbacks(hook, pipeline_name, older_than=older_than, now=now):
         report = overdue.to_dict()
+        # no clock in the text: the reconciler run again sends the same request (see answer_request_token)
         text = reason or (
             f"Callback step {overdue.step_name} not answered within {older_than}; failed by the callback "
-            f"reconciler after waiting {overdue.waited_seconds:.0f}s"
+            "reconciler"
         )
         if dry_run:
             report.update(answered=False, already_answered=False, copies_deleted=0)
             reports.append(report)
             continue
-        answer = hook.send_step_failure(overdue.token, text, answer_request_token(overdue.token, "failure"))
+        answer = hook.send_step_failure(overdue.token, text)
         copies = 0
         if overdue.queue_url and queue_hook_factory is not None:
             try:

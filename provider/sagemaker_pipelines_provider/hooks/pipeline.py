@@ -9,10 +9,10 @@ Guarantees of every call made through this hook:
   backoff within a bounded budget (:mod:`sagemaker_pipelines_provider.utils.backoff`); botocore's own
   retries are switched off unless the connection or ``config`` sets ``retries`` explicitly, so the
   budget is the one policy rather than multiplied by botocore's;
-- every mutating call (start, retry, stop, callback answers) carries a caller-supplied
-  ``ClientRequestToken``; the caller derives it with
-  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`, so a repeated request is the same
-  request to SageMaker;
+- every mutating call (start, retry, stop, callback answers) carries a ``ClientRequestToken`` derived
+  with :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`, so a repeated request is the
+  same request to SageMaker: the caller supplies it for start, retry and stop (from the task's identity);
+  a callback answer's is derived here from the token and the answer as sent (one token, one request);
 - list calls return every page (except :meth:`SageMakerPipelineHook.list_pipeline_executions`, which
   returns one page and the next token: the poller decides how far to read).
 
@@ -34,7 +34,7 @@ from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sagemaker_pipelines_provider.callbacks.message import mask_token, redact_token
+from sagemaker_pipelines_provider.callbacks.message import answer_request_token, mask_token, redact_token
 from sagemaker_pipelines_provider.definition import (
     DefinitionError,
     ParameterError,
@@ -349,35 +349,47 @@ class SageMakerPipelineHook(AwsBaseHook):
     # callbacks
 
     def send_step_success(
-        self, callback_token: str, outputs: Mapping[str, Any] | None, client_request_token: str
+        self,
+        callback_token: str,
+        outputs: Mapping[str, Any] | None,
+        client_request_token: str | None = None,
     ) -> CallbackAnswer:
         """SendPipelineExecutionStepSuccess with ``outputs`` as the step's output parameters.
 
         Output values are flattened to strings (``True`` -> ``"true"``, ``3`` -> ``"3"``, a dict or list ->
-        compact JSON, ``None`` -> ``""``).
+        compact JSON, ``None`` -> ``""``). ``client_request_token`` defaults to the one derived from the
+        token and the outputs as sent (:func:`~sagemaker_pipelines_provider.callbacks.message.
+        answer_request_token`): the same outputs are the same request.
 
         :raises CallbackOutputsInvalid: more than 50 outputs, or a name longer than 256 / a value longer
             than 1024 characters (nothing is sent).
         :returns: a :class:`CallbackAnswer`; ``already_answered`` reports a token answered before.
         """
+        content = {"OutputParameters": callback_output_parameters(outputs)}
         request = {
             "CallbackToken": callback_token,
-            "OutputParameters": callback_output_parameters(outputs),
-            "ClientRequestToken": client_request_token,
+            **content,
+            "ClientRequestToken": client_request_token
+            or answer_request_token(callback_token, "success", content),
         }
         return self._answer_callback("SendPipelineExecutionStepSuccess", request)
 
     def send_step_failure(
-        self, callback_token: str, reason: str, client_request_token: str
+        self, callback_token: str, reason: str, client_request_token: str | None = None
     ) -> CallbackAnswer:
         """SendPipelineExecutionStepFailure; ``reason`` is cut to 256 characters, ending with a marker.
 
+        ``client_request_token`` defaults to the one derived from the token and the reason as sent: the
+        same reason is the same request, another reason another request (refused as already answered).
+
         :returns: a :class:`CallbackAnswer`; ``already_answered`` reports a token answered before.
         """
+        content = {"FailureReason": truncate(reason, MAX_FAILURE_REASON_LENGTH)}
         request = {
             "CallbackToken": callback_token,
-            "FailureReason": truncate(reason, MAX_FAILURE_REASON_LENGTH),
-            "ClientRequestToken": client_request_token,
+            **content,
+            "ClientRequestToken": client_request_token
+            or answer_request_token(callback_token, "failure", content),
         }
         return self._answer_callback("SendPipelineExecutionStepFailure", request)
 

@@ -3,10 +3,11 @@
 Contract, for both operators:
 
 - the answer carries a ``ClientRequestToken`` derived (by the one derivation,
-  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the callback token and the
-  kind of answer, so a retry, a re-run, or a second handler answering the same way is the *same request*
-  to SageMaker; an answer of the other kind after the first is refused by SageMaker and reported as
-  ``already_answered`` — a token never gets a second, different answer;
+  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the callback token, the kind
+  of answer and its content (outputs or reason as sent), and the content carries no try number or clock,
+  so a retry or a re-run of the same task is the *same request* to SageMaker; a different answer after the
+  first (another kind, another reason) is refused by SageMaker and reported as ``already_answered`` — a
+  token never gets a second, different answer, and a ClientRequestToken never carries two;
 - outputs are flattened to strings and checked against SageMaker's limits before the call (nothing is sent
   when they break one); a failure reason is cut to 256 characters, ending with a marker;
 - only once the token is answered (or reported already answered) is the message deleted, and then — when
@@ -60,9 +61,12 @@ def stopping_reason(message: Mapping[str, Any], answered_by: str) -> str:
 
 
 def task_label(context: Context) -> str:
-    """``dag_id.task_id`` (run ``run_id``), how answers name the Airflow task that sent them."""
+    """``dag_id.task_id (run run_id)``, how answers name the Airflow task that sent them.
+
+    No try number: every try of a task sends the same answer, so a retry is a true repeat of the request.
+    """
     ti = context["ti"]
-    return f"{ti.dag_id}.{ti.task_id} (run {ti.run_id}, try {ti.try_number})"
+    return f"{ti.dag_id}.{ti.task_id} (run {ti.run_id})"
 
 
 class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
@@ -231,18 +235,14 @@ class SendCallbackSuccessOperator(_CallbackAnswerOperator):
         if str(message.get("status") or "").lower() == STOPPING.lower():
             reason = stopping_reason(message, task_label(context))
             self.log.info("The execution is stopping: answering the callback with a failure instead")
-            return "failure", self.hook.send_step_failure(
-                token, reason, answer_request_token(token, "failure")
-            )
+            return "failure", self.hook.send_step_failure(token, reason)
         outputs = self.outputs
         if outputs is not None and not isinstance(outputs, Mapping):
             raise AirflowException(
                 f"{self.task_id}: outputs must be a dict of output name -> value, got "
                 f"{type(outputs).__name__}"
             )
-        return "success", self.hook.send_step_success(
-            token, dict(outputs or {}), answer_request_token(token, "success")
-        )
+        return "success", self.hook.send_step_success(token, dict(outputs or {}))
 
 
 class SendCallbackFailureOperator(_CallbackAnswerOperator):
@@ -270,7 +270,7 @@ class SendCallbackFailureOperator(_CallbackAnswerOperator):
 
     def _send(self, token: str, context: Context, message: Mapping[str, Any]) -> tuple[str, CallbackAnswer]:
         reason = self.failure_reason(context, message)
-        return "failure", self.hook.send_step_failure(token, reason, answer_request_token(token, "failure"))
+        return "failure", self.hook.send_step_failure(token, reason)
 
 
 class AnswerOverdueCallbacksOperator(AwsBaseOperator[SageMakerPipelineHook]):
