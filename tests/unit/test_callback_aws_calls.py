@@ -331,6 +331,21 @@ def test_lease_on_a_gone_message_does_not_start(sqs: Any) -> None:
 # reconciler
 
 
+def list_request(now: dt.datetime, older_than: dt.timedelta, next_token: str | None = None) -> dict[str, Any]:
+    """The reconciler's ListPipelineExecutions: executions created where a callback can be overdue."""
+    request: dict[str, Any] = {
+        "PipelineName": "training",
+        "SortBy": "CreationTime",
+        "SortOrder": "Descending",
+        "MaxResults": 100,
+        "CreatedAfter": now - dt.timedelta(days=29),
+        "CreatedBefore": now - older_than,
+    }
+    if next_token:
+        request["NextToken"] = next_token
+    return request
+
+
 def test_reconciler_answers_only_callbacks_waiting_past_the_deadline(sagemaker: Any, sqs: Any) -> None:
     hook, stub = sagemaker
     now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -343,7 +358,7 @@ def test_reconciler_answers_only_callbacks_waiting_past_the_deadline(sagemaker: 
                 {"PipelineExecutionArn": other_arn, "PipelineExecutionStatus": "Succeeded"},
             ]
         },
-        {"PipelineName": "training", "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100},
+        list_request(now, dt.timedelta(hours=1)),
     )
     steps = [
         {
@@ -405,7 +420,7 @@ def test_reconciler_report_only_answers_nothing(sagemaker: Any) -> None:
                 {"PipelineExecutionArn": ARN, "PipelineExecutionStatus": "Stopping"}
             ]
         },
-        {"PipelineName": "training", "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100},
+        list_request(now, dt.timedelta(days=1)),
     )
     stub.add_response(
         "list_pipeline_execution_steps",

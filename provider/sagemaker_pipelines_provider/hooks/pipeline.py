@@ -290,9 +290,12 @@ class SageMakerPipelineHook(AwsBaseHook):
         next_token: str | None = None,
         max_results: int = 100,
         created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of ListPipelineExecutions, newest first: ``(summaries, next_token)``."""
-        request = _list_executions_request(pipeline_name, next_token, max_results, created_after)
+        request = _list_executions_request(
+            pipeline_name, next_token, max_results, created_after, created_before
+        )
         response = self._call("ListPipelineExecutions", **request)
         return list(response.get("PipelineExecutionSummaries", [])), response.get("NextToken")
 
@@ -540,7 +543,11 @@ def _stop_policy(policy: BackoffPolicy) -> BackoffPolicy:
 
 
 def _list_executions_request(
-    pipeline_name: str, next_token: str | None, max_results: int, created_after: dt.datetime | None
+    pipeline_name: str,
+    next_token: str | None,
+    max_results: int,
+    created_after: dt.datetime | None,
+    created_before: dt.datetime | None = None,
 ) -> dict[str, Any]:
     request: dict[str, Any] = {
         "PipelineName": pipeline_name,
@@ -552,6 +559,8 @@ def _list_executions_request(
         request["NextToken"] = next_token
     if created_after is not None:
         request["CreatedAfter"] = created_after
+    if created_before is not None:
+        request["CreatedBefore"] = created_before
     return request
 
 
