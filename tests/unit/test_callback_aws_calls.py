@@ -26,6 +26,16 @@ TOKEN = "AbCdE12345"
 FAST = BackoffPolicy(base_delay=0.001, max_delay=0.002, max_attempts=3, budget_seconds=5)
 
 
+@pytest.fixture(autouse=True)
+def _forget_settled_tokens() -> Any:
+    """Tokens answered by one test are no settled copies in the next (the memory is process-wide)."""
+    from sagemaker_pipelines_provider.callbacks.liveness import SETTLED_TOKENS
+
+    SETTLED_TOKENS.clear()
+    yield
+    SETTLED_TOKENS.clear()
+
+
 def client(service: str) -> Any:
     return boto3.client(
         service, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
@@ -119,12 +129,12 @@ def test_sweep_deletes_copies_of_the_token_only_and_releases_the_rest(sqs: Any) 
     stub.add_response("receive_message", {"Messages": batch}, receive_request())
     stub.add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-copy"})
     stub.add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-stop"})
-    stub.add_response(
+    stub.add_response("receive_message", {}, receive_request())  # a round without copies ends the sweep
+    stub.add_response(  # other tokens' messages are visible again once the sweep ends
         "change_message_visibility_batch",
         {"Successful": [{"Id": "0"}], "Failed": []},
         {"QueueUrl": QUEUE, "Entries": [{"Id": "0", "ReceiptHandle": "rh-other", "VisibilityTimeout": 0}]},
     )
-    stub.add_response("receive_message", {}, receive_request())  # a round without copies ends the sweep
     assert hook.delete_token_copies(QUEUE, TOKEN) == 2
 
 
@@ -142,6 +152,15 @@ def operator(cls: Any, sagemaker: Any, sqs: Any, **kwargs: Any) -> Any:
     op.hook = sagemaker[0]
     op.queue_hook = sqs[0]
     return op
+
+
+def expect_claim_renewed(sqs: Any, handle: str = "rh-m1", visibility: int = 300) -> None:
+    """The answer renews the claim before answering (the sensor's default visibility when none is given)."""
+    sqs[1].add_response(
+        "change_message_visibility",
+        {},
+        {"QueueUrl": QUEUE, "ReceiptHandle": handle, "VisibilityTimeout": visibility},
+    )
 
 
 def sensor_result(**extra: Any) -> dict[str, Any]:
@@ -176,6 +195,7 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
             "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": OUTPUTS}),
         },
     )
+    expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     # no copies seen, not stopping: no sweep (it would count towards other handlers' redrive policy)
     sagemaker[1].add_response(
@@ -193,7 +213,7 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
     result = op.execute(context())
     assert result["answer"] == "success" and result["already_answered"] is False
     assert result["message_deleted"] is True and result["pipeline_execution_arn"] == ARN
-    assert result["copies_deleted"] == 0
+    assert result["copies_deleted"] == 0 and result["claim_lost"] is False
     assert TOKEN not in json.dumps(result)
 
 
@@ -209,6 +229,7 @@ def test_copies_seen_at_the_claim_are_swept(sagemaker: Any, sqs: Any) -> None:
             "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": []}),
         },
     )
+    expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     sqs[1].add_response("receive_message", {"Messages": [message(TOKEN, "dup")]}, receive_request())
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-dup"})
@@ -223,6 +244,7 @@ def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: A
     sagemaker[1].add_client_error(
         "send_pipeline_execution_step_failure", "ConflictException", "token was already answered"
     )
+    expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     sqs[1].add_response("receive_message", {}, receive_request())
     op = operator(SendCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="broken")
@@ -230,14 +252,52 @@ def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: A
     assert result["already_answered"] is True and result["message_deleted"] is True
 
 
+def test_a_lost_claim_is_reported_and_the_queue_swept_after_the_answer(sagemaker: Any, sqs: Any) -> None:
+    """The claim cannot be renewed before the answer (received again elsewhere): SQS may accept the delete
+    of this outdated handle without deleting, so the delete is not trusted and the queue is swept."""
+    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+
+    sqs[1].add_client_error(
+        "change_message_visibility",
+        "InvalidParameterValue",
+        "Message does not exist or is not available for visibility timeout change",
+        expected_params={"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1", "VisibilityTimeout": 120},
+    )
+    sagemaker[1].add_response(
+        "send_pipeline_execution_step_success",
+        {"PipelineExecutionArn": ARN},
+        {
+            "CallbackToken": TOKEN,
+            "OutputParameters": [],
+            "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": []}),
+        },
+    )
+    sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})  # "succeeds"
+    sqs[1].add_response("receive_message", {"Messages": [message(TOKEN, "visible-copy")]}, receive_request())
+    sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-visible-copy"})
+    sqs[1].add_response("receive_message", {}, receive_request())
+    op = operator(SendCallbackSuccessOperator, sagemaker, sqs, message=sensor_result(visibility_timeout=120))
+    result = op.execute(context())
+    assert result["claim_lost"] is True and result["message_deleted"] is False
+    assert result["answer"] == "success" and result["copies_deleted"] == 1
+
+
 def test_unknown_token_fails_and_leaves_the_message(sagemaker: Any, sqs: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowException
     from sagemaker_pipelines_provider.operators.callback import SendCallbackFailureOperator
 
-    sagemaker[1].add_client_error("send_pipeline_execution_step_failure", "ResourceNotFound", "no such token")
+    sagemaker[1].add_client_error(
+        "send_pipeline_execution_step_failure",
+        "ResourceNotFound",
+        f"Callback token '{TOKEN}' does not exist.",
+    )
+    expect_claim_renewed(sqs)
     op = operator(SendCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="x")
-    with pytest.raises(AirflowException, match="does not know callback token"):
-        op.execute(context())  # no SQS response queued: any delete would fail the Stubber
+    with pytest.raises(AirflowException, match="does not know callback token") as raised:
+        op.execute(context())  # no delete queued: any delete would fail the Stubber
+    assert (QUEUE, "rh-m1") not in lease._leases  # the claim is no longer renewed: the message returns
+    chained = raised.value.__cause__
+    assert chained is not None and TOKEN not in str(chained) and "AbC…" in str(chained)
 
 
 def test_outputs_over_the_limits_send_nothing(sagemaker: Any, sqs: Any) -> None:
@@ -444,10 +504,22 @@ def test_reconciler_report_only_answers_nothing(sagemaker: Any) -> None:
 # sensor, poke mode
 
 
-def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any) -> None:
+def steps_listing(token: str = TOKEN, status: str = "Executing") -> dict[str, Any]:
+    return {
+        "PipelineExecutionSteps": [
+            {"StepName": "Validate", "StepStatus": status, "Metadata": {"Callback": {"CallbackToken": token}}}
+        ]
+    }
+
+
+def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any, sagemaker: Any) -> None:
     from sagemaker_pipelines_provider.sensors.callback import SageMakerCallbackSensor
 
     hook, stub = sqs
+    # is the token still waiting? (a copy of an answered token would be deleted instead)
+    sagemaker[1].add_response(
+        "list_pipeline_execution_steps", steps_listing(), {"PipelineExecutionArn": ARN, "MaxResults": 100}
+    )
     other_arn = ARN.replace("aaaa1111", "bbbb2222")
     batch = [
         {"MessageId": "junk", "ReceiptHandle": "rh-junk", "Body": "{"},
@@ -479,6 +551,7 @@ def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any) -> No
         aws_conn_id=None,
     )
     sensor.hook = hook
+    sensor.sagemaker_hook = sagemaker[0]
     pushed: dict[str, Any] = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
     result = sensor.poke({"ti": ti})  # type: ignore[arg-type]

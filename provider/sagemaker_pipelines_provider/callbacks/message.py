@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -354,22 +354,29 @@ class BatchPlan:
 
     ``claims``: ``(waiter index, message to hand over, other copies of its token in the batch)``;
     ``release``: valid messages no waiter takes, and the other copies of claimed tokens — made visible again
-    at once so other consumers (and the answer's sweep) see them; ``malformed``: left as received.
+    at once so other consumers (and the answer's sweep) see them; ``settled``: every message of a token
+    known to be answered already — to delete; ``malformed``: left as received.
     """
 
     claims: list[tuple[int, CallbackMessage, list[CallbackMessage]]] = field(default_factory=list)
     release: list[CallbackMessage] = field(default_factory=list)
+    settled: list[CallbackMessage] = field(default_factory=list)
     malformed: list[MalformedMessage] = field(default_factory=list)
 
 
 def plan_batch(
-    raw_messages: Sequence[Mapping[str, Any]], queue_url: str, routes: Sequence[CallbackRoute | None]
+    raw_messages: Sequence[Mapping[str, Any]],
+    queue_url: str,
+    routes: Sequence[CallbackRoute | None],
+    *,
+    is_settled: Callable[[str], bool] | None = None,
 ) -> BatchPlan:
     """Route one received batch to waiters; the single routing decision of the provider.
 
     ``routes[i]`` is the route of waiter ``i`` (``None``: that waiter is already served). Waiters are
     served in order (first come, first served) and each takes at most one message; the copies of one token
-    go to one waiter, which gets the ``Stopping`` copy if there is one (:func:`prefer`).
+    go to one waiter, which gets the ``Stopping`` copy if there is one (:func:`prefer`). Messages of a
+    token for which ``is_settled`` is true go to no waiter (see :mod:`.liveness`).
     """
     plan = BatchPlan()
     by_token: dict[str, list[CallbackMessage]] = {}
@@ -381,7 +388,10 @@ def plan_batch(
             continue
         by_token.setdefault(message.token, []).append(message)
     open_routes = list(routes)
-    for copies in by_token.values():
+    for token, copies in by_token.items():
+        if is_settled is not None and is_settled(token):
+            plan.settled.extend(copies)
+            continue
         chosen_index: int | None = None
         matching: list[CallbackMessage] = []
         for index, route in enumerate(open_routes):

@@ -28,12 +28,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sagemaker_pipelines_provider.callbacks.liveness import WAITING_STEP_STATUSES
 from sagemaker_pipelines_provider.callbacks.message import mask_token
 
 log = logging.getLogger(__name__)
 
-#: Step statuses of a callback step still waiting for its answer.
-WAITING_STEP_STATUSES = frozenset({"Starting", "Executing", "Stopping"})
 #: Execution statuses that can hold a waiting callback.
 RUNNING_EXECUTION_STATUSES = frozenset({"Executing", "Stopping"})
 #: How old a running execution can be: AWS stops an execution after 672 hours (28 days). One more day of

@@ -34,6 +34,7 @@ from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sagemaker_pipelines_provider.callbacks.liveness import TokenState, token_state
 from sagemaker_pipelines_provider.callbacks.message import answer_request_token, mask_token, redact_token
 from sagemaker_pipelines_provider.definition import (
     DefinitionError,
@@ -396,6 +397,17 @@ class SageMakerPipelineHook(AwsBaseHook):
         }
         return self._answer_callback("SendPipelineExecutionStepFailure", request)
 
+    def callback_token_state(self, pipeline_execution_arn: str, callback_token: str) -> TokenState:
+        """Whether ``callback_token`` still waits for its answer (rule: :mod:`~sagemaker_pipelines_provider.
+        callbacks.liveness`): ListPipelineExecutionSteps, plus DescribePipelineExecution when the token is
+        not listed. Errors are raised (callers treat them as UNKNOWN)."""
+        steps = self.list_pipeline_execution_steps(pipeline_execution_arn)
+        state = token_state(steps, callback_token)
+        if state is TokenState.UNKNOWN:
+            status = self.describe_pipeline_execution(pipeline_execution_arn).get("PipelineExecutionStatus")
+            state = token_state(steps, callback_token, str(status))
+        return state
+
     def _answer_callback(self, action: str, request: dict[str, Any]) -> CallbackAnswer:
         """Send one answer. An error is re-raised with the callback token masked in its message (SageMaker
         quotes the token, a capability to answer the step, and errors end up in task logs); the original
@@ -480,6 +492,17 @@ class SageMakerPipelineHook(AwsBaseHook):
                     return False
             raise
         return True
+
+    async def acallback_token_state(
+        self, pipeline_execution_arn: str, callback_token: str, *, client: Any
+    ) -> TokenState:
+        """:meth:`callback_token_state` (async)."""
+        steps = await self.alist_pipeline_execution_steps(pipeline_execution_arn, client=client)
+        state = token_state(steps, callback_token)
+        if state is TokenState.UNKNOWN:
+            describe = await self.adescribe_pipeline_execution(pipeline_execution_arn, client=client)
+            state = token_state(steps, callback_token, str(describe.get("PipelineExecutionStatus")))
+        return state
 
     async def aget_execution_result(
         self,
