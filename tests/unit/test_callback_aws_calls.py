@@ -642,3 +642,25 @@ def test_a_client_request_token_always_carries_the_same_answer(sagemaker: Any, s
     assert all(len(reasons) == 1 for reasons in by_token.values()), by_token  # one token, one request
     assert sent[0] == sent[1] and sent[2] == sent[3] and sent[4] == sent[5]  # retries are true repeats
     assert len(by_token) == 3  # three different answers, three different tokens
+
+
+def test_deferred_sensor_renews_its_claim_on_resume_and_waits_again_if_it_lapsed(sqs: Any) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+    from sagemaker_pipelines_provider.sensors.callback import SageMakerCallbackSensor
+
+    hook, stub = sqs
+    sensor = SageMakerCallbackSensor(
+        task_id="wait", queue_url=QUEUE, pipeline_execution_arn=ARN, visibility_timeout=90, deferrable=True
+    )
+    sensor.hook = hook
+    renew = {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1", "VisibilityTimeout": 90}
+    event = {"status": "success", "message": sensor_result(visibility_timeout=90)}
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
+
+    stub.add_response("change_message_visibility", {}, renew)  # the claim is still held: renewed
+    assert sensor.execute_complete({"ti": ti}, event)["receipt_handle"] == "rh-m1"  # type: ignore[arg-type]
+
+    stub.add_client_error("change_message_visibility", "InvalidParameterValue", expected_params=renew)
+    with pytest.raises(TaskDeferred):  # lapsed and received elsewhere: wait for the message again
+        sensor.execute_complete({"ti": ti}, event)  # type: ignore[arg-type]
