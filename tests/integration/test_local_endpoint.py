@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from sagemaker_pipelines_provider.local.seed import DEMO_PIPELINES
 
 pytestmark = pytest.mark.integration
@@ -588,6 +588,48 @@ def test_fault_injection_throttles_and_call_record(local_aws: Any, sm: Any) -> N
     assert recorded[-1]["routed_to"] == "engine" and recorded[-1]["status"] == 200
     assert all(c["seq"] > cursor for c in recorded)
     assert not any("Authorization" in json.dumps(c) or "testing" in json.dumps(c["args"]) for c in recorded)
+
+
+def test_delay_fault_holds_the_answer_after_the_call_took_effect(local_aws: Any, sm: Any) -> None:
+    """A delayed StartPipelineExecution starts its execution at once; a client that gives up before the
+    answer never sees the ARN, and the same ClientRequestToken then returns that same execution."""
+    from sagemaker_pipelines_provider.local.controls import LocalControlError
+
+    controls = local_aws.controls
+    create_pipeline(sm, "slow-answer", chain_definition(["Only"]))
+    impatient = local_aws.client(
+        "sagemaker", config=Config(retries={"total_max_attempts": 1}, read_timeout=0.5, connect_timeout=5)
+    )
+    controls.set_faults("StartPipelineExecution", delay=3.0)
+    assert controls.faults() == [
+        {
+            "action": "StartPipelineExecution",
+            "throttle_rate": 0.0,
+            "error_rate": 0.0,
+            "seed": None,
+            "delay": 3.0,
+        }
+    ]
+    token = uuid.uuid4().hex
+    with pytest.raises(ReadTimeoutError):
+        impatient.start_pipeline_execution(PipelineName="slow-answer", ClientRequestToken=token)
+    executions = sm.list_pipeline_executions(PipelineName="slow-answer")["PipelineExecutionSummaries"]
+    assert len(executions) == 1  # started although its caller never got the answer
+
+    controls.clear_faults("StartPipelineExecution")
+    again = sm.start_pipeline_execution(PipelineName="slow-answer", ClientRequestToken=token)
+    assert again["PipelineExecutionArn"] == executions[0]["PipelineExecutionArn"]
+    assert len(sm.list_pipeline_executions(PipelineName="slow-answer")["PipelineExecutionSummaries"]) == 1
+
+    deadline = time.monotonic() + 30  # a call is recorded once answered: the held one comes in last
+    while len(starts := controls.calls(action="StartPipelineExecution")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    starts.sort(key=lambda c: c["time"])  # by arrival
+    assert [(c["fault"], c["status"]) for c in starts] == [("delay", 200), (None, 200)]
+    assert starts[0]["duration_ms"] >= 3000
+    with pytest.raises(LocalControlError) as caught:
+        controls.set_faults("ListPipelines", delay=-1)
+    assert caught.value.status == 400 and "delay" in caught.value.message
 
 
 def test_seeded_faults_are_reproducible(local_aws: Any, sm: Any) -> None:

@@ -32,13 +32,17 @@ Controls (method — HTTP route — effect):
     ``properties`` (deep-merged over the properties the step reports, e.g.
     ``{"ModelArtifacts": {"S3ModelArtifacts": "s3://..."}}``; for a Lambda step
     ``{"OutputParameters": {name: value}}``). Each call replaces the step's earlier behaviour.
-``set_faults(action="*", throttle_rate=0.0, error_rate=0.0, seed=None)`` — ``POST /_local/faults``
+``set_faults(action="*", throttle_rate=0.0, error_rate=0.0, seed=None, delay=0.0)`` — ``POST /_local/faults``
     Answer that fraction of the calls to ``action`` (an API action name such as
     ``DescribePipelineExecution`` or ``SendMessage``, or ``"*"`` for every AWS call; a rule for the
     exact action wins over ``"*"``) with a throttle (``ThrottlingException``, 400, for JSON services;
     ``Throttling`` for query services; ``SlowDown``, 503, for S3) or a server error (500
     ``InternalFailure`` or 503 ``ServiceUnavailable``, shaped per protocol). ``seed`` makes the draw
-    reproducible. Both rates 0 removes the rule. The control API itself is never faulted.
+    reproducible. ``delay`` (seconds, at most 60): every call the rule does not fault is served at once
+    and its answer held that long — a slow answer, not a slow request: a client that dies or gives up
+    meanwhile leaves the call's effect behind (e.g. an execution started whose ARN the caller never
+    saw); such calls are recorded with ``fault: "delay"``. Both rates and the delay 0 removes the rule.
+    The control API itself is never faulted.
 ``clear_faults(action=None)`` — ``DELETE /_local/faults[?action=]``
     Remove one rule, or all of them.
 ``faults()`` — ``GET /_local/faults``
@@ -72,10 +76,10 @@ Controls (method — HTTP route — effect):
     calls), ``time`` (epoch seconds), ``service`` (from the SigV4 credential scope), ``region``,
     ``action`` (the ``X-Amz-Target`` action, the query ``Action``, or ``"<METHOD> <path>"`` for S3),
     ``method``, ``path``, ``protocol`` (``json``, ``query`` or ``rest``), ``status``, ``error_code``,
-    ``fault`` (``throttle``, ``error500``, ``error503`` or None), ``routed_to`` (``engine``, ``moto`` or
-    ``fault``), ``duration_ms`` and ``args`` (key arguments only: PipelineName, PipelineExecutionArn,
-    ClientRequestToken, CallbackToken, QueueUrl, JobName, Bucket/Key ..., the names of
-    PipelineParameters, the length of a MessageBody; never credentials, never bodies). ``action`` and
+    ``fault`` (``throttle``, ``error500``, ``error503``, ``delay`` or None), ``routed_to`` (``engine``,
+    ``moto`` or ``fault``), ``duration_ms`` and ``args`` (key arguments only: PipelineName,
+    PipelineExecutionArn, ClientRequestToken, CallbackToken, QueueUrl, JobName, Bucket/Key ..., the names
+    of PipelineParameters, the length of a MessageBody; never credentials, never bodies). ``action`` and
     ``service`` filter; ``limit`` caps the number returned.
 ``stats()`` — ``GET /_local/stats``
     ``{"engine": {...}, "server": {...}}``: the engine's counters keyed by pipeline name
@@ -210,10 +214,22 @@ class LocalControls:
         self._request("POST", "step-behaviour", payload)
 
     def set_faults(
-        self, action: str = "*", throttle_rate: float = 0.0, error_rate: float = 0.0, seed: int | None = None
+        self,
+        action: str = "*",
+        throttle_rate: float = 0.0,
+        error_rate: float = 0.0,
+        seed: int | None = None,
+        delay: float = 0.0,
     ) -> None:
-        """Fault a fraction of the calls to ``action`` (or every AWS call with ``"*"``)."""
-        payload = {"action": action, "throttle_rate": throttle_rate, "error_rate": error_rate, "seed": seed}
+        """Fault a fraction of the calls to ``action`` (or every AWS call with ``"*"``); ``delay``: hold
+        the answer of every other call to it that many seconds (the call takes effect at once)."""
+        payload = {
+            "action": action,
+            "throttle_rate": throttle_rate,
+            "error_rate": error_rate,
+            "seed": seed,
+            "delay": delay,
+        }
         self._request("POST", "faults", payload)
 
     def clear_faults(self, action: str | None = None) -> None:

@@ -370,15 +370,21 @@ class CallRecorder:
 # Fault injection.
 
 
+#: Upper bound of a fault rule's ``delay`` (seconds): a longer one would outlast botocore's read timeout.
+MAX_FAULT_DELAY = 60.0
+
+
 @dataclass
 class FaultRule:
-    """Answer a fraction of the calls to one action (or ``"*"``) with a throttle or a 5xx error."""
+    """Answer a fraction of the calls to one action (or ``"*"``) with a throttle or a 5xx error, and hold
+    the answer of every call it serves for ``delay`` seconds (the call takes effect first)."""
 
     action: str
     throttle_rate: float = 0.0
     error_rate: float = 0.0
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    delay: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -386,6 +392,7 @@ class FaultRule:
             "throttle_rate": self.throttle_rate,
             "error_rate": self.error_rate,
             "seed": self.seed,
+            "delay": self.delay,
         }
 
 
@@ -398,7 +405,9 @@ class FaultInjector:
         self._lock = threading.Lock()
         self.injected: collections.Counter[str] = collections.Counter()
 
-    def set(self, action: str, throttle_rate: float, error_rate: float, seed: int | None) -> FaultRule:
+    def set(
+        self, action: str, throttle_rate: float, error_rate: float, seed: int | None, delay: float = 0.0
+    ) -> FaultRule:
         for name, rate in (("throttle_rate", throttle_rate), ("error_rate", error_rate)):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {rate}")
@@ -406,9 +415,11 @@ class FaultInjector:
             raise ValueError(
                 f"throttle_rate + error_rate must not exceed 1, got {throttle_rate + error_rate}"
             )
-        rule = FaultRule(action, throttle_rate, error_rate, seed, random.Random(seed))
+        if not 0.0 <= delay <= MAX_FAULT_DELAY:
+            raise ValueError(f"delay must be between 0 and {MAX_FAULT_DELAY:g} seconds, got {delay}")
+        rule = FaultRule(action, throttle_rate, error_rate, seed, random.Random(seed), delay)
         with self._lock:
-            if throttle_rate == 0.0 and error_rate == 0.0:
+            if throttle_rate == 0.0 and error_rate == 0.0 and delay == 0.0:
                 self._rules.pop(action, None)
             else:
                 self._rules[action] = rule
@@ -440,6 +451,15 @@ class FaultInjector:
                 return None
             self.injected[outcome] += 1
             return outcome
+
+    def delay(self, action: str) -> float:
+        """Seconds to hold the answer of a served call to ``action`` (its rule's ``delay``, else 0)."""
+        with self._lock:
+            rule = self._rules.get(action) or self._rules.get("*")
+            if rule is None or rule.delay <= 0.0:
+                return 0.0
+            self.injected["delay"] += 1
+            return rule.delay
 
 
 # fault -> (HTTP status, JSON-protocol code, query-protocol code, S3 status, S3 code, message)
@@ -651,8 +671,14 @@ class LocalEndpointApp:
                 response = self.protocol.handle(info.action, info.body or b"", info.region)
                 record.update(status=response.status, error_code=response.error_code)
                 start_response(_status_line(response.status), list(response.headers.items()))
-                return [response.body]
-            return self._call_moto(environ, start_response, record, info)
+                answer: Iterable[bytes] = [response.body]
+            else:
+                answer = self._call_moto(environ, start_response, record, info)
+            delay = self.faults.delay(info.action)
+            if delay:  # served already: a client that gives up meanwhile leaves the call's effect behind
+                record["fault"] = "delay"
+                time.sleep(delay)
+            return answer
         except Exception:
             record.update(status=500, error_code="InternalFailure")
             raise
@@ -828,7 +854,7 @@ class LocalEndpointApp:
         return {"pipeline": pipeline, "step": step, **options}
 
     def _set_faults(self, payload: dict[str, Any]) -> dict[str, Any]:
-        allowed = {"action", "throttle_rate", "error_rate", "seed"}
+        allowed = {"action", "throttle_rate", "error_rate", "seed", "delay"}
         unknown = sorted(set(payload) - allowed)
         if unknown:
             raise ControlError(f"unknown fault fields {unknown}; allowed: {sorted(allowed)}")
@@ -838,6 +864,7 @@ class LocalEndpointApp:
             float(payload.get("throttle_rate") or 0.0),
             float(payload.get("error_rate") or 0.0),
             None if seed is None else int(seed),
+            float(payload.get("delay") or 0.0),
         )
         return {"rule": rule.as_dict(), "faults": self.faults.rules()}
 
