@@ -9,7 +9,10 @@ becomes healthy) fails them: they never skip.
     A started :class:`stack.Stack`: its own state folder under pytest's temporary folder, every port free
     (``AIRFLOW_API_PORT``, ``SMP_LOCAL_PORT`` and the internal ones), so it never meets a user's
     ``make stack``. The example DAGs poll every :data:`POLL_INTERVAL` s (``SMP_POLL_INTERVAL``) and the
-    endpoint's simulated steps take :data:`STEP_SECONDS` s. Stopped at the end of the session whatever
+    endpoint's simulated steps take :data:`STEP_SECONDS` s. :data:`FAULT_SETTINGS` shorten the times after
+    which Airflow gives a dead triggerer's triggers to another one and reschedules the tasks of a dead
+    worker, and lift ``historical_retraining``'s own per-task cap above the pool (tests b and c: the pool
+    and the endpoint's cap are the limits under test). Stopped at the end of the session whatever
     happened; its logs stay (the path is printed). Use ``.api()`` (REST), ``.airflow(*args)`` (CLI),
     ``.kill(name, sig)`` / ``.restart(name)`` (faults; names in ``stack.AIRFLOW_SERVICES``),
     ``.records`` (pids), ``.api_url``, ``.endpoint_url``, ``.logs_dir``.
@@ -41,6 +44,19 @@ from stack import AirflowApi, Stack, free_port
 
 POLL_INTERVAL = "1"
 STEP_SECONDS = "0.2"
+#: Added to the stack's environment for the fault tests (c) and the backfill (b); the defaults in brackets.
+FAULT_SETTINGS = {
+    # A triggerer whose heartbeat is older than the threshold is dead: another one takes its triggers
+    # (its next loop after that). [5 s, 30 s]
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+    # A running task instance whose worker stopped heartbeating is failed (and retried) after this long;
+    # workers heartbeat every 5 s ([workers] min_heartbeat_interval). [300 s, checked every 10 s]
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    # historical_retraining's max_active_runs and max_active_tis_per_dag [4].
+    "SMP_MAX_CONCURRENT": "32",
+}
 
 
 #: pytest-timeout for a system test without a timeout mark of its own: the first one also starts the
@@ -73,7 +89,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest
         state_dir,
         # Only these variables: the developer's .env or AWS settings never reach the test stack.
         variables={"AIRFLOW_API_PORT": str(free_port()), "SMP_LOCAL_PORT": str(free_port())},
-        extra_env={"SMP_POLL_INTERVAL": POLL_INTERVAL},
+        extra_env={"SMP_POLL_INTERVAL": POLL_INTERVAL, **FAULT_SETTINGS},
         endpoint_args=["--default-step-duration", STEP_SECONDS],
         report=report,
     )
