@@ -31,8 +31,9 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.pop("AWS_PROFILE", None)
 
-# Test-support modules imported by name (importlib import mode puts nothing on sys.path by itself).
-for _path in (DAGS_FOLDER, REPO / "tests", REPO / "tests" / "integration", REPO / "tests" / "compose"):
+# Test-support modules imported by name (importlib import mode puts nothing on sys.path by itself); the
+# repository root for the ``stack`` package (``make stack``).
+for _path in (REPO, DAGS_FOLDER, REPO / "tests", REPO / "tests" / "integration", REPO / "tests" / "compose"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 

@@ -70,6 +70,13 @@ from urllib.parse import parse_qs, urlsplit
 import jsonschema
 import yaml
 
+from stack.compose import (  # interpolate: re-exported for the tests
+    InterpolationError,
+    VariableUse,
+    interpolate,  # noqa: F401
+    interpolate_tree,
+)
+
 HERE = Path(__file__).resolve().parent
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 SCHEMA_PATH = HERE / "compose-spec.json"
@@ -98,8 +105,9 @@ IMAGE_EXECUTABLES: dict[str, frozenset[str]] = {
 }
 # The official image's entrypoint runs these as they are; anything else becomes `airflow <command>`.
 AIRFLOW_ENTRYPOINT_DIRECT = frozenset({"bash", "python"})
-# Airflow CLI groups added by providers that the official image ships but this venv does not install
-# (the CeleryExecutor's commands come from apache-airflow-providers-celery).
+# Airflow CLI groups added by providers that the official image ships, for a venv without them (the
+# CeleryExecutor's commands come from apache-airflow-providers-celery, in the `stack` extra); when the
+# provider is installed, Airflow's own parser checks its commands.
 PROVIDER_CLI_GROUPS: dict[str, frozenset[str]] = {
     "celery": frozenset(
         {"worker", "flower", "stop", "list-workers", "shutdown-worker", "shutdown-all-workers"}
@@ -163,110 +171,8 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Interpolation (https://github.com/compose-spec/compose-spec/blob/main/spec.md#interpolation)
-
-
-class InterpolationError(ValueError):
-    pass
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_OPERATORS = (":-", "-", ":?", "?", ":+", "+")
-
-
-@dataclass
-class VariableUse:
-    name: str
-    operator: str  # "" when the variable has neither default nor error
-    where: str
-
-
-def _closing_brace(text: str, start: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``start`` (nested braces counted), or -1."""
-    depth = 0
-    for index in range(start, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return index
-    return -1
-
-
-def interpolate(
-    text: str, variables: Mapping[str, str], uses: list[VariableUse] | None = None, where: str = ""
-) -> str:
-    """``text`` with Compose interpolation applied; records every variable reference in ``uses``."""
-    out: list[str] = []
-    index = 0
-    while index < len(text):
-        dollar = text.find("$", index)
-        if dollar < 0:
-            out.append(text[index:])
-            break
-        out.append(text[index:dollar])
-        index = dollar
-        following = text[index + 1 : index + 2]
-        if following == "$":
-            out.append("$")
-            index += 2
-            continue
-        if following == "{":
-            end = _closing_brace(text, index + 1)
-            if end < 0:
-                raise InterpolationError(f"unterminated '${{' in {text!r}")
-            body = text[index + 2 : end]
-            match = _NAME.match(body)
-            if not match:
-                raise InterpolationError(f"invalid variable '${{{body}}}' in {text!r}")
-            name, rest = match.group(), body[match.end() :]
-            operator = next((op for op in _OPERATORS if rest.startswith(op)), "")
-            if rest and not operator:
-                raise InterpolationError(f"invalid variable '${{{body}}}' in {text!r}")
-            argument = rest[len(operator) :]
-            if uses is not None:
-                uses.append(VariableUse(name, operator, where))
-            value = variables.get(name)
-            is_set, non_empty = value is not None, bool(value)
-            if operator in (":-", "-"):
-                use_value = non_empty if operator == ":-" else is_set
-                out.append(value if use_value and value is not None else interpolate(argument, variables))
-            elif operator in (":?", "?"):
-                ok = non_empty if operator == ":?" else is_set
-                if not ok:
-                    raise InterpolationError(f"required variable {name} is missing a value: {argument}")
-                out.append(value or "")
-            elif operator in (":+", "+"):
-                use_alt = non_empty if operator == ":+" else is_set
-                out.append(interpolate(argument, variables) if use_alt else "")
-            else:
-                out.append(value or "")
-            index = end + 1
-            continue
-        match = _NAME.match(text, index + 1)
-        if not match:
-            raise InterpolationError(
-                f"invalid interpolation: a '$' not followed by a variable name in {text!r} "
-                "(write '$$' for a literal '$')"
-            )
-        if uses is not None:
-            uses.append(VariableUse(match.group(), "", where))
-        out.append(variables.get(match.group()) or "")
-        index = match.end()
-    return "".join(out)
-
-
-def _interpolate_tree(
-    node: Any, variables: Mapping[str, str], uses: list[VariableUse], path: tuple[Any, ...]
-) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, variables, uses, where=_path_where(path)) if "$" in node else node
-    if isinstance(node, dict):
-        return {key: _interpolate_tree(value, variables, uses, (*path, key)) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_interpolate_tree(value, variables, uses, (*path, i)) for i, value in enumerate(node)]
-    return node
+# Interpolation: the stack's own (``stack.compose``), so that the checks and ``make stack`` read the file
+# identically.
 
 
 def _path_where(path: tuple[Any, ...]) -> str:
@@ -385,8 +291,14 @@ def check_airflow_argv(argv: list[str]) -> str | None:
     if namespace is None:
         choices = _subcommands(parser) | set(PROVIDER_CLI_GROUPS)
         hint = _suggest(argv[0], choices) if argv[0] not in choices else ""
+        invalid = _INVALID_CHOICE.search(error)
+        if not hint and invalid:  # a nested subcommand (e.g. `airflow celery wroker`) the parser rejected
+            hint = _suggest(invalid["got"], re.findall(r"'([^']+)'", invalid["choices"]))
         return f"{error}{hint}"
     return None
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<got>[^']*)' \(choose from (?P<choices>[^)]*)\)")
 
 
 @functools.cache
@@ -1254,7 +1166,7 @@ def resolve_compose(
         return None, [], [Problem("compose file", "not a mapping")]
     uses: list[VariableUse] = []
     try:
-        document = _interpolate_tree(raw, variables or {}, uses, ())
+        document = interpolate_tree(raw, variables or {}, uses, (), where=_path_where)
     except InterpolationError as exc:
         return None, uses, [Problem("compose file", f"interpolation: {exc}")]
     return document, uses, []

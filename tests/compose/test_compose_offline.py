@@ -198,7 +198,7 @@ COMPOSE_DEFECTS = [
         "celery-subcommand-typo",
         "    command: celery worker\n",
         "    command: celery wroker\n",
-        ("service 'airflow-worker'", "'airflow celery' takes one of", "did you mean 'worker'"),
+        ("service 'airflow-worker'", "wroker", "did you mean 'worker'"),
     ),
     (
         "healthcheck-airflow-typo",

@@ -14,7 +14,7 @@ What it does, in one process (no ``airflow dags test`` start-up per run):
    steps, duration and model package — and exits non-zero if any DAG run or execution did not succeed.
 
 ``--standalone`` instead starts the endpoint, seeds it and runs ``airflow standalone`` against it, so
-the UI can be browsed at http://localhost:8080 (``make up``).
+the UI can be browsed at http://localhost:8080 (the full CeleryExecutor stack is ``make stack``).
 """
 
 from __future__ import annotations
@@ -177,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             db.initdb()
             _create_pool()
             print("starting `airflow standalone` (Ctrl-C to stop) ...", flush=True)
-            return subprocess.call([sys.executable, "-m", "airflow", "standalone"])
+            # standalone starts its components as `airflow ...` by name: this interpreter's bin first.
+            bin_dir = os.path.dirname(sys.executable)
+            env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+            return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env=env)
         outcomes = _run_dags(dags_folder)
         import boto3
 
