@@ -1,0 +1,103 @@
+"""boto3 / botocore sessions for the local endpoint's own tools, cut off from the user's AWS set-up.
+
+The endpoint (botocore's SageMaker service model), the pytest fixtures' clients, ``seed``, ``serve`` and
+the demo talk only to the local endpoint, with the test credentials ``testing`` / ``testing``, an explicit
+region and an explicit endpoint URL. Their sessions read **nothing** from the environment or the AWS
+config files: no ``AWS_PROFILE`` / ``AWS_DEFAULT_PROFILE``, no ``AWS_CONFIG_FILE`` or
+``AWS_SHARED_CREDENTIALS_FILE``, no ``~/.aws/config``, no other ``AWS_*`` setting. So a profile that does
+not exist, a broken config file or real credentials in the shell neither break them nor leak into them.
+
+moto, inside the endpoint, creates ``boto3.Session()`` objects of its own (to list regions and services);
+:func:`isolate_moto` makes those isolated sessions too, once per process, before the endpoint serves.
+
+(What Airflow's hooks and the code under test use is the environment the fixture or ``serve`` exports:
+see :func:`~sagemaker_pipelines_provider.local.server.endpoint_environ`.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from typing import Any
+
+#: Credentials the local endpoint accepts (moto maps them to account 123456789012).
+TEST_ACCESS_KEY = "testing"
+TEST_SECRET_KEY = "testing"
+
+
+def isolated_botocore_session() -> Any:
+    """A botocore session whose every configuration variable has no environment variable and no
+    config-file source (defaults only); config and credentials files point at the null device."""
+    import botocore.session
+    from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES as DEFAULTS
+
+    session_vars: dict[str, tuple[Any, Any, Any, Any]] = {
+        name: (None, None, default, conversion) for name, (_, _, default, conversion) in DEFAULTS.items()
+    }
+    for name in ("config_file", "credentials_file"):
+        session_vars[name] = (None, None, os.devnull, None)
+    session_vars["profile"] = (None, None, None, None)
+    return botocore.session.Session(session_vars=session_vars)
+
+
+def isolated_boto3_session(region: str) -> Any:
+    """A boto3 session on :func:`isolated_botocore_session` with the test credentials and ``region``."""
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=TEST_ACCESS_KEY,
+        aws_secret_access_key=TEST_SECRET_KEY,
+        region_name=region,
+        botocore_session=isolated_botocore_session(),
+    )
+
+
+_MOTO_LOCK = threading.Lock()
+_moto_isolated = False
+#: moto modules that call ``Session()`` while being imported (the EC2 region list is built in a class body).
+_MOTO_EAGER_IMPORTS = ("moto.core.base_backend", "moto.core.utils", "moto.ec2.models")
+
+
+def isolate_moto() -> None:
+    """Make moto's own ``Session()`` calls (region and service lists) use isolated sessions (idempotent).
+
+    moto binds ``from boto3 import Session`` at import time: the modules that use it are imported here
+    with ``boto3.Session`` briefly replaced, and those already imported are re-pointed.
+    """
+    global _moto_isolated
+    with _MOTO_LOCK:
+        if _moto_isolated:
+            return
+        import boto3
+
+        real = boto3.Session
+
+        class IsolatedSession(real):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("botocore_session", isolated_botocore_session())
+                super().__init__(*args, **kwargs)
+
+        boto3.Session = IsolatedSession  # type: ignore[misc]
+        try:
+            for name in _MOTO_EAGER_IMPORTS:
+                importlib.import_module(name)
+        finally:
+            boto3.Session = real  # type: ignore[misc]
+        for name, module in list(sys.modules.items()):
+            if name.startswith("moto.") and getattr(module, "Session", None) is real:
+                module.Session = IsolatedSession
+        from moto.core.base_backend import AccountSpecificBackend
+
+        AccountSpecificBackend.get_session.cache_clear()
+        _moto_isolated = True
+
+
+__all__ = [
+    "TEST_ACCESS_KEY",
+    "TEST_SECRET_KEY",
+    "isolate_moto",
+    "isolated_boto3_session",
+    "isolated_botocore_session",
+]
