@@ -4,8 +4,8 @@
 [--default-step-duration S] [--seed]``
     Serve in the foreground until SIGINT or SIGTERM. Prints an ``unset AWS_PROFILE ...`` line and
     ``export ...`` lines (``AWS_ENDPOINT_URL``, test credentials, region, ``AIRFLOW_CONN_AWS_DEFAULT``)
-    to paste into another shell; with ``--env-file PATH`` they are also written there (``source PATH``). ``--port 0`` picks a free port;
-    ``--host 0.0.0.0`` serves other containers.
+    to paste into another shell; with ``--env-file PATH`` they are also written there (``source PATH``).
+    ``--port 0`` picks a free port; ``--host 0.0.0.0`` serves other containers.
 ``sagemaker-pipelines-local seed [--endpoint-url URL]``
     Create the demo resources of :mod:`.seed` (idempotent) and print them as JSON. The URL defaults to
     ``AWS_ENDPOINT_URL``, then ``http://127.0.0.1:5055``.

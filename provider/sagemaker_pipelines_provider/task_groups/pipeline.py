@@ -56,7 +56,6 @@ from typing import Any
 from airflow.sdk import TaskGroup, TriggerRule
 
 from sagemaker_pipelines_provider.definition import DefinitionError, PipelineDefinition, parse_definition
-from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY
 from sagemaker_pipelines_provider.utils.step_status import BranchRef
 
 log = logging.getLogger(__name__)
@@ -267,7 +266,8 @@ class SageMakerPipelineTaskGroup(TaskGroup):
     :param parameters: execution parameters, templated (as on ``SageMakerPipelineOperator``);
         ``display_name``, ``description``, ``parallelism`` likewise.
     :param deferrable: step and result tasks (and the start task's capacity waits) defer (default True).
-    :param poll_interval: seconds between polls of every task of the group.
+    :param poll_interval: seconds between polls of every task of the group (default 30, or
+        ``SMP_POLL_INTERVAL``).
     :param allow_stopped: the result task accepts a Stopped execution.
     :param resume_failed: a new try (clear/retry) of a failed step task resumes the execution.
     :param start_kwargs: / :param step_kwargs: / :param result_kwargs: extra operator arguments for the
@@ -291,7 +291,7 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         description: str | None = None,
         parallelism: int | None = None,
         deferrable: bool = True,
-        poll_interval: float = 30.0,
+        poll_interval: float | None = None,
         allow_stopped: bool = False,
         resume_failed: bool = True,
         start_kwargs: Mapping[str, Any] | None = None,
@@ -354,7 +354,7 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         description: str | None,
         parallelism: int | None,
         deferrable: bool,
-        poll_interval: float,
+        poll_interval: float | None,
         allow_stopped: bool,
         resume_failed: bool,
         start_kwargs: dict[str, Any],
@@ -364,7 +364,10 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
         from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
         from sagemaker_pipelines_provider.sensors.pipeline_step import SageMakerPipelineStepSensor
+        from sagemaker_pipelines_provider.utils.poll_interval import poll_interval_from_env
 
+        if poll_interval is None:
+            poll_interval = poll_interval_from_env()
         plan, definition = self.plan, self.definition
         with self:
             start = SageMakerPipelineOperator(
@@ -383,7 +386,7 @@ class SageMakerPipelineTaskGroup(TaskGroup):
                     **start_kwargs,
                 }
             )
-            arn = f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{EXECUTION_ARN_XCOM_KEY}') }}}}"
+            arn = start.execution_arn
             tasks: dict[str, Any] = {}
             for name in plan.order:
                 step = definition.steps[name]
