@@ -56,6 +56,7 @@ from typing import Any
 from airflow.sdk import TaskGroup, TriggerRule
 
 from sagemaker_pipelines_provider.definition import DefinitionError, PipelineDefinition, parse_definition
+from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY
 from sagemaker_pipelines_provider.utils.step_status import BranchRef
 
 log = logging.getLogger(__name__)
@@ -386,7 +387,9 @@ class SageMakerPipelineTaskGroup(TaskGroup):
                     **start_kwargs,
                 }
             )
-            arn = start.execution_arn
+            # A Jinja string, not ``start.execution_arn``: a reference would add an edge start -> every step
+            # and hide the pipeline's own edges in the Graph view.
+            arn = f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{EXECUTION_ARN_XCOM_KEY}') }}}}"
             tasks: dict[str, Any] = {}
             for name in plan.order:
                 step = definition.steps[name]
