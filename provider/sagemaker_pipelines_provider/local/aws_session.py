@@ -27,10 +27,9 @@ TEST_ACCESS_KEY = "testing"
 TEST_SECRET_KEY = "testing"
 
 
-def isolated_botocore_session() -> Any:
-    """A botocore session whose every configuration variable has no environment variable and no
-    config-file source (defaults only); config and credentials files point at the null device."""
-    import botocore.session
+def _isolated_session_vars() -> dict[str, tuple[Any, Any, Any, Any]]:
+    """botocore's session variables with no environment variable and no config-file source (defaults
+    only); the config and credentials files are the null device, no profile."""
     from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES as DEFAULTS
 
     session_vars: dict[str, tuple[Any, Any, Any, Any]] = {
@@ -39,7 +38,14 @@ def isolated_botocore_session() -> Any:
     for name in ("config_file", "credentials_file"):
         session_vars[name] = (None, None, os.devnull, None)
     session_vars["profile"] = (None, None, None, None)
-    return botocore.session.Session(session_vars=session_vars)
+    return session_vars
+
+
+def isolated_botocore_session() -> Any:
+    """A botocore session that reads nothing from the environment or the AWS config files."""
+    import botocore.session
+
+    return botocore.session.Session(session_vars=_isolated_session_vars())
 
 
 def isolated_boto3_session(region: str) -> Any:
@@ -63,31 +69,39 @@ _MOTO_EAGER_IMPORTS = ("moto.core.base_backend", "moto.core.utils", "moto.ec2.mo
 def isolate_moto() -> None:
     """Make moto's own ``Session()`` calls (region and service lists) use isolated sessions (idempotent).
 
-    moto binds ``from boto3 import Session`` at import time: the modules that use it are imported here
-    with ``boto3.Session`` briefly replaced, and those already imported are re-pointed.
+    moto binds ``from boto3 import Session`` (or botocore's) at import time: the modules that use it are
+    imported here with ``boto3.Session`` briefly replaced, and the ``Session`` name of every moto module
+    already imported is re-pointed to a subclass that builds isolated sessions.
     """
     global _moto_isolated
     with _MOTO_LOCK:
         if _moto_isolated:
             return
         import boto3
+        import botocore.session
 
-        real = boto3.Session
+        real_boto3, real_botocore = boto3.Session, botocore.session.Session
 
-        class IsolatedSession(real):  # type: ignore[misc, valid-type]
+        class IsolatedSession(real_boto3):  # type: ignore[misc, valid-type]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 kwargs.setdefault("botocore_session", isolated_botocore_session())
                 super().__init__(*args, **kwargs)
 
+        class IsolatedBotocoreSession(real_botocore):  # type: ignore[misc, valid-type]
+            def __init__(self, session_vars: Any = None, *args: Any, **kwargs: Any) -> None:
+                super().__init__({**_isolated_session_vars(), **(session_vars or {})}, *args, **kwargs)
+
+        replacements = {id(real_boto3): IsolatedSession, id(real_botocore): IsolatedBotocoreSession}
         boto3.Session = IsolatedSession  # type: ignore[misc]
         try:
             for name in _MOTO_EAGER_IMPORTS:
                 importlib.import_module(name)
         finally:
-            boto3.Session = real  # type: ignore[misc]
+            boto3.Session = real_boto3  # type: ignore[misc]
         for name, module in list(sys.modules.items()):
-            if name.startswith("moto.") and getattr(module, "Session", None) is real:
-                module.Session = IsolatedSession
+            replacement = replacements.get(id(getattr(module, "Session", None)))
+            if name.startswith("moto.") and replacement is not None:
+                module.Session = replacement
         from moto.core.base_backend import AccountSpecificBackend
 
         AccountSpecificBackend.get_session.cache_clear()
