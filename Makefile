@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check provider tests dags bench
-	$(BIN)/ruff format --check provider tests dags bench
+	$(BIN)/ruff check provider tests dags bench examples
+	$(BIN)/ruff format --check provider tests dags bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy provider/
