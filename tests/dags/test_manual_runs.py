@@ -141,17 +141,24 @@ def test_the_dag_runner_manual_run_is_the_run_the_cli_creates(local_aws: Any, da
     """``dag_runner.run_dag(dag, logical_date=None)`` (``dag.test``) makes the same kind of run as
     ``airflow dags trigger`` (its ``trigger_dag``): no logical date, no data interval, manual."""
     from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
+    from sqlalchemy import delete
 
     prepare(local_aws)
     dag = load_dag("historical_retraining")
     dag_runner.sync_dag(dag)
     cli_run = trigger_dag(dag.dag_id, triggered_by=DagRunTriggeredByType.CLI, logical_date=None)
     assert cli_run is not None
-    test_run = dag_runner.run_dag(dag, logical_date=None)
-    for run in (cli_run, test_run):
-        assert run.logical_date is None
-        assert (run.data_interval_start, run.data_interval_end) == (None, None)
-        assert str(run.run_type) == "manual"
-        assert run.run_after is not None
-    assert str(test_run.state) == "success", dag_runner.task_states(test_run)
+    try:
+        test_run = dag_runner.run_dag(dag, logical_date=None)
+        for run in (cli_run, test_run):
+            assert run.logical_date is None
+            assert (run.data_interval_start, run.data_interval_end) == (None, None)
+            assert str(run.run_type) == "manual"
+            assert run.run_after is not None
+        assert str(test_run.state) == "success", dag_runner.task_states(test_run)
+    finally:  # the CLI's run stays queued: no later test of this DAG may pick it up
+        with create_session() as session:
+            session.execute(delete(DagRun).where(DagRun.run_id == cli_run.run_id))

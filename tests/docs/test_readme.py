@@ -127,8 +127,18 @@ def _free_port() -> int:
 
 
 def run_make_demo(shell: Shell, command: str) -> None:
+    """``make demo`` as written: every row Succeeded, the runs and dates the README describes."""
     out = shell.run(command, cwd=REPO)
-    assert "demo finished" in out and out.count(": success") == 4, out[-3000:]
+    assert "demo finished" in out, out[-3000:]
+    header, _, *rows = out[out.index("date ") :].split("\n\n")[0].splitlines()
+    for column in ("date", "pipeline", "execution", "status", "steps", "duration", "model package"):
+        assert column in header
+    pipelines = [row.split()[1] for row in rows]
+    assert sorted(pipelines) == sorted(["features", "training", "evaluation", *["retraining"] * 3]), out
+    assert all(row.split()[3] == "Succeeded" for row in rows), out
+    dates = sorted({row.split()[0] for row in rows if row.split()[1] == "retraining"})
+    assert dates == ["2026-01-01", "2026-01-02", "2026-01-03"], out
+    assert out.count(": success") == 4, out
 
 
 def start_serve(shell: Shell, command: str) -> None:
