@@ -45,7 +45,6 @@ def ecs_model_validation(args: CallbackArguments) -> EcsRunTaskOperator:
         task_id="validate_model",
         cluster="ml",
         task_definition="model-validation",
-        launch_type="FARGATE",
         overrides={
             "containerOverrides": [
                 {"name": "validate", "command": ["validate", "--model", args.template("model_artifacts")]}

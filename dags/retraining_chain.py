@@ -14,6 +14,10 @@ execution ARN and model package ARN (``retraining_consumer`` is scheduled on it)
 
 Resources (queue, pipelines, Glue job, ECS cluster/task definition) are those of
 ``sagemaker_pipelines_provider.local.seed``; run it against the local endpoint with ``make demo``.
+Dates come from ``(dag_run.logical_date or dag_run.run_after)``: the logical date of a scheduled or backfill
+run, and for a manual run without a logical date (Airflow 3's Trigger button, ``airflow dags trigger``) the
+time it was triggered — ``{{ ds }}`` is undefined in such a run.
+
 Configuration through the environment: ``SMP_POLL_INTERVAL`` (seconds between status polls, default 30),
 ``SMP_CALLBACK_QUEUE_URL``, ``SMP_POOL`` (default ``sagemaker_pipelines``).
 """
@@ -66,7 +70,6 @@ def ecs_model_validation(args: Any) -> EcsRunTaskOperator:
         task_id="validate_model",
         cluster="ml",
         task_definition="model-validation",
-        launch_type="FARGATE",
         overrides={
             "containerOverrides": [
                 {"name": "validate", "command": ["validate", "--model", args.template("model_artifacts")]}
@@ -94,8 +97,10 @@ with (
 ):
     features = chain.pipeline(
         "features",
-        parameters={"InputDataUrl": f"s3://{BUCKET}/raw/{{{{ ds }}}}/"},
-        display_name="features-{{ ds_nodash }}",
+        parameters={
+            "InputDataUrl": f"s3://{BUCKET}/raw/" + "{{ (dag_run.logical_date or dag_run.run_after) | ds }}/"
+        },
+        display_name="features-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
     )
     chain.add(
         GlueJobOperator(
@@ -114,7 +119,7 @@ with (
             "Epochs": 10,
             "ModelPackageGroupName": "demo-models",
         },
-        display_name="training-{{ ds_nodash }}",
+        display_name="training-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
         callback=CallbackWork(
             queue_url=QUEUE_URL,
             work=ecs_model_validation,
@@ -129,6 +134,6 @@ with (
             "AccuracyThreshold": 0.8,
             "ModelPackageGroupName": "demo-models",
         },
-        display_name="evaluation-{{ ds_nodash }}",
+        display_name="evaluation-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
     )
     chain.add(publish_model(MODELS, evaluation.result, step="RegisterEvaluatedModel"))

@@ -1,8 +1,9 @@
 """Test harness: a throwaway AIRFLOW_HOME with SQLite, migrated once per test session.
 
 The environment is set at import time, before anything imports Airflow, because Airflow reads its
-configuration once on first import. The local AWS endpoint fixtures (``local_aws``) come from this
-package's own pytest plugin (``sagemaker_pipelines_provider.local.pytest_plugin``).
+configuration once on first import. The fixtures ``local_aws``, ``airflow_db`` and ``dag_runner`` come
+from this package's own pytest plugin (``sagemaker_pipelines_provider.local.pytest_plugin``), the one
+users get: the suite runs its DAGs the way users are told to.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO / "dags"
@@ -36,20 +34,3 @@ os.environ.pop("AWS_PROFILE", None)
 for _path in (REPO, DAGS_FOLDER, REPO / "tests", REPO / "tests" / "integration", REPO / "tests" / "compose"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> Iterator[Path]:
-    """Migrate the throwaway SQLite metadata database once per session."""
-    from airflow.utils import db
-
-    db.initdb()
-    yield _home
-
-
-@pytest.fixture
-def dag_runner(airflow_db: Path) -> object:
-    """The in-process DAG runner (``tests/airflow_harness.py``) with the metadata DB ready."""
-    import airflow_harness
-
-    return airflow_harness

@@ -61,9 +61,11 @@ def _create_pool() -> None:
 
 def _start_endpoint(step_seconds: float) -> Any:
     from sagemaker_pipelines_provider.local.seed import seed
-    from sagemaker_pipelines_provider.local.server import LocalEndpoint
+    from sagemaker_pipelines_provider.local.server import LocalEndpoint, variables_to_unset
 
     endpoint = LocalEndpoint().start()
+    for name in list(variables_to_unset(os.environ)):  # AWS_PROFILE & co. would send Airflow elsewhere
+        del os.environ[name]
     os.environ.update(endpoint.environ())
     endpoint.controls.set_default_step_duration(step_seconds)
     seed(endpoint.url)
@@ -182,9 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
             return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env=env)
         outcomes = _run_dags(dags_folder)
-        import boto3
+        from sagemaker_pipelines_provider.local.aws_session import isolated_boto3_session
 
-        rows = _execution_rows(boto3.client("sagemaker", endpoint_url=endpoint.url))
+        rows = _execution_rows(
+            isolated_boto3_session(endpoint.region).client("sagemaker", endpoint_url=endpoint.url)
+        )
         print()
         _print_table(rows)
         print()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -25,10 +25,15 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.utils.poll_interval import (
+    DEFAULT_SENSOR_POKE_INTERVAL,
+    poll_interval_from_env,
+)
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
 
 class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
@@ -53,13 +58,14 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def __init__(
         self,
         *,
-        pipeline_execution_arn: str,
+        pipeline_execution_arn: str | ResolveMixin,
         allow_stopped: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval_from_env(DEFAULT_SENSOR_POKE_INTERVAL))
         super().__init__(**kwargs)
-        self.pipeline_execution_arn = pipeline_execution_arn
+        self.pipeline_execution_arn = cast(str, pipeline_execution_arn)  # a str once rendered
         self.allow_stopped = allow_stopped
         self.deferrable = deferrable
 
