@@ -15,8 +15,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from stack import AirflowApi
 
 DAG_ID = "retraining_chain"
