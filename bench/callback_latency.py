@@ -177,7 +177,6 @@ def run_ours(lab: Lab, count: int, cap: float) -> dict[str, float]:
 
 def run_amazon(lab: Lab, count: int, cap: float) -> dict[str, float]:
     from airflow.providers.amazon.aws.sensors.sqs import SqsSensor
-    from sagemaker_pipelines_provider.callbacks.message import answer_request_token
 
     answered: dict[str, float] = {}
     deadline = time.monotonic() + cap
@@ -198,7 +197,7 @@ def run_amazon(lab: Lab, count: int, cap: float) -> dict[str, float]:
             if sensor.poke({"ti": ti}):  # type: ignore[arg-type]
                 body = json.loads(pushed[-1][0]["Body"])
                 token = body["token"]
-                answer_hook.send_step_success(token, {}, answer_request_token(token, "success"))
+                answer_hook.send_step_success(token, {})
                 answered[arn] = time.time()
                 return
             stop.wait(min(sensor.poke_interval, max(0.0, deadline - time.monotonic())))

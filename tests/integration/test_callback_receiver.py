@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import time
 from typing import Any
 
 import pytest
 from test_callback_helpers import (
+    ROLE_ARN,
     accepted_answers,
     callback_pipeline,
     create_queue,
@@ -22,6 +25,7 @@ from test_callback_helpers import (
     fast_endpoint,
     queue_counts,
     start,
+    unique,
     wait_status,
     waiting_token,
 )
@@ -97,3 +101,49 @@ def test_reconciler_answers_callbacks_waiting_past_the_deadline(local_aws: Any, 
     assert "not answered within" in final["FailureReason"]
     assert [a["action"] for a in accepted_answers(local_aws)] == ["SendPipelineExecutionStepFailure"]
     assert queue_counts(local_aws, queue) == (0, 0)
+
+
+def test_reconciler_finds_an_old_stuck_callback_behind_a_thousand_newer_executions(local_aws: Any) -> None:
+    """The stuck execution is older than the 1000 newest: the reconciler still finds it (every page of the
+    executions created in the window where a callback can be both waiting and overdue)."""
+    from sagemaker_pipelines_provider.callbacks.reconciler import find_overdue_callbacks
+    from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
+
+    fast_endpoint(local_aws, step_seconds=0.01)
+    queue = create_queue(local_aws)
+    name = unique("cbgate")
+    definition = {
+        "Version": "2020-12-01",
+        "Parameters": [{"Name": "Mode", "Type": "String", "DefaultValue": "skip"}],
+        "Steps": [
+            {
+                "Name": "Gate",
+                "Type": "Condition",
+                "Arguments": {
+                    "Conditions": [
+                        {"Type": "Equals", "LeftValue": {"Get": "Parameters.Mode"}, "RightValue": "wait"}
+                    ],
+                    "IfSteps": [
+                        {"Name": "Validate", "Type": "Callback", "Arguments": {}, "SqsQueueUrl": queue}
+                    ],
+                    "ElseSteps": [],
+                },
+            }
+        ],
+    }
+    sm = local_aws.client("sagemaker")
+    sm.create_pipeline(PipelineName=name, PipelineDefinition=json.dumps(definition), RoleArn=ROLE_ARN)
+    stuck = start(local_aws, name, Mode="wait")
+    token = waiting_token(local_aws, stuck)
+    began = time.monotonic()
+    for i in range(1000):
+        sm.start_pipeline_execution(
+            PipelineName=name, ClientRequestToken=f"newer-execution-{i:04d}-{'x' * 20}"
+        )
+    print(f"1000 starts in {time.monotonic() - began:.1f}s")
+    time.sleep(1.1)
+    hook = SageMakerPipelineHook(aws_conn_id=None)
+    found = find_overdue_callbacks(hook, name, older_than=dt.timedelta(seconds=1))
+    assert [(f.pipeline_execution_arn, f.token) for f in found] == [(stuck, token)]
+    listed = local_aws.controls.calls(action="ListPipelineExecutions")
+    assert len(listed) >= 11  # 1001 executions, pages of 100

@@ -4,7 +4,8 @@ Kill and cancellation use Airflow's own ``TriggerRunner`` (the triggerer's in-pr
 action (mark failed / success, clear) or a DAG run timeout reaches a deferred task only as the
 triggerer cancelling its trigger with the user-action message, which then awaits ``on_kill``.
 ``dag.test()`` cannot produce that (it runs a trigger with ``asyncio.run`` and no triggerer), so the
-deferred kill is tested here, one level down, through that exact cancellation path.
+deferred kill is tested here, one level down, through that exact cancellation path (and with real
+triggerer processes in ``test_pipeline_kill.py``).
 """
 
 from __future__ import annotations
@@ -155,10 +156,10 @@ async def run_in_airflow_trigger_runner(
     task = asyncio.create_task(runner.run_trigger(1, trigger))
     runner.triggers[1] = {"task": task, "name": "pipeline-trigger", "events": 0, "is_watcher": False}
     await wait_for()
-    if user_action:  # mark failed / success, clear, DAG run timeout: the trigger row is gone
+    if user_action:  # the trigger left this triggerer's share: user action, or handed to another triggerer
         runner.to_cancel.append(1)
         await runner.cancel_triggers()
-    else:  # triggerer shutting down / handing the trigger to another triggerer
+    else:  # triggerer shutting down / restarting
         task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.sleep(0.3)
@@ -166,27 +167,72 @@ async def run_in_airflow_trigger_runner(
 
 
 @pytest.mark.parametrize(
-    ("user_action", "stop_on_kill", "stopped"),
-    [(True, True, True), (True, False, False), (False, True, False)],
-    ids=["user-kill-stops", "user-kill-stop_on_kill-off", "triggerer-restart-keeps-running"],
+    ("action", "stop_on_kill", "stopped"),
+    [
+        ("handed-over", True, False),
+        ("mark-failed", True, True),
+        ("mark-success", True, True),
+        ("clear", True, True),
+        ("mark-failed", False, False),
+        ("triggerer-restart", True, False),
+    ],
+    ids=[
+        "handed-to-another-triggerer-keeps-running",
+        "mark-failed-stops",
+        "mark-success-stops",
+        "clear-stops",
+        "mark-failed-stop_on_kill-off",
+        "triggerer-restart-keeps-running",
+    ],
 )
-def test_cancelling_the_trigger(local_aws: Any, user_action: bool, stop_on_kill: bool, stopped: bool) -> None:
+def test_cancelling_the_trigger(
+    local_aws: Any, dag_runner: Any, action: str, stop_on_kill: bool, stopped: bool
+) -> None:
+    """The task deferred (its task instance is DEFERRED in the metadata DB); the trigger runs in Airflow's
+    TriggerRunner with the task instance attached, as in a triggerer. Airflow 3.3's triggerer cancels a
+    trigger with the same user-action message whether the task instance was killed or the trigger was
+    only handed to another triggerer (``TriggerRunnerSupervisor.update_triggers``); only the former may
+    stop the execution."""
+    from airflow.sdk import DAG
+    from kill_helpers import defer_in_this_process, task_sdk_comms
+    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+    from test_pipeline_operator_helpers import START_DATE, unique
+
     fast_endpoint(local_aws, step_seconds=30)
     pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Slow")])
-    (arn,) = start(local_aws, pipeline)
-    trigger = PipelineExecutionTrigger(arn, poll_interval=0.1, stop_on_kill=stop_on_kill, stop_token="k" * 64)
+    with DAG(unique("cancel"), schedule=None, start_date=START_DATE, catchup=False) as dag:
+        SageMakerPipelineOperator(
+            task_id="run",
+            pipeline_name=pipeline,
+            deferrable=True,
+            poll_interval=0.1,
+            stop_on_kill=stop_on_kill,
+        )
+    deferred = defer_in_this_process(dag_runner, dag, "run")
+    (arn,) = [e["PipelineExecutionArn"] for e in executions(local_aws, pipeline)]
+    trigger = deferred.trigger()
+    trigger.task_instance = deferred.sdk_ti  # what a triggerer attaches before running the trigger
 
-    async def subscribed() -> None:
+    async def subscribed_then_acted() -> None:
         while not any(arn in p.watched for p in active_pollers().values()):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # a poll round or two
+        if action == "mark-failed":
+            deferred.set_state("failed")
+        elif action == "mark-success":
+            deferred.set_state("success")
+        elif action == "clear":
+            deferred.clear()
 
-    pollers_left = asyncio.run(run_in_airflow_trigger_runner(trigger, subscribed, user_action))
+    with task_sdk_comms(deferred.sdk_ti.id):
+        pollers_left = asyncio.run(
+            run_in_airflow_trigger_runner(trigger, subscribed_then_acted, action != "triggerer-restart")
+        )
 
     assert pollers_left == 0, "the cancelled trigger must leave its poller"
     stops = calls(local_aws, "StopPipelineExecution", pipeline)
     if stopped:
-        assert [c["args"]["ClientRequestToken"] for c in stops] == ["k" * 64]
+        assert [c["args"]["ClientRequestToken"] for c in stops] == [trigger.stop_token]
         wait_until(lambda: status(local_aws, arn) == "Stopped", what="Stopped")
     else:
         assert stops == []

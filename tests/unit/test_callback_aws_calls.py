@@ -26,6 +26,16 @@ TOKEN = "AbCdE12345"
 FAST = BackoffPolicy(base_delay=0.001, max_delay=0.002, max_attempts=3, budget_seconds=5)
 
 
+@pytest.fixture(autouse=True)
+def _forget_settled_tokens() -> Any:
+    """Tokens answered by one test are no settled copies in the next (the memory is process-wide)."""
+    from sagemaker_pipelines_provider.callbacks.liveness import SETTLED_TOKENS
+
+    SETTLED_TOKENS.clear()
+    yield
+    SETTLED_TOKENS.clear()
+
+
 def client(service: str) -> Any:
     return boto3.client(
         service, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
@@ -119,12 +129,12 @@ def test_sweep_deletes_copies_of_the_token_only_and_releases_the_rest(sqs: Any) 
     stub.add_response("receive_message", {"Messages": batch}, receive_request())
     stub.add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-copy"})
     stub.add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-stop"})
-    stub.add_response(
+    stub.add_response("receive_message", {}, receive_request())  # a round without copies ends the sweep
+    stub.add_response(  # other tokens' messages are visible again once the sweep ends
         "change_message_visibility_batch",
         {"Successful": [{"Id": "0"}], "Failed": []},
         {"QueueUrl": QUEUE, "Entries": [{"Id": "0", "ReceiptHandle": "rh-other", "VisibilityTimeout": 0}]},
     )
-    stub.add_response("receive_message", {}, receive_request())  # a round without copies ends the sweep
     assert hook.delete_token_copies(QUEUE, TOKEN) == 2
 
 
@@ -144,6 +154,15 @@ def operator(cls: Any, sagemaker: Any, sqs: Any, **kwargs: Any) -> Any:
     return op
 
 
+def expect_claim_renewed(sqs: Any, handle: str = "rh-m1", visibility: int = 300) -> None:
+    """The answer renews the claim before answering (the sensor's default visibility when none is given)."""
+    sqs[1].add_response(
+        "change_message_visibility",
+        {},
+        {"QueueUrl": QUEUE, "ReceiptHandle": handle, "VisibilityTimeout": visibility},
+    )
+
+
 def sensor_result(**extra: Any) -> dict[str, Any]:
     return {
         "token": TOKEN,
@@ -157,6 +176,13 @@ def sensor_result(**extra: Any) -> dict[str, Any]:
     }
 
 
+OUTPUTS = [
+    {"Name": "passed", "Value": "true"},
+    {"Name": "rows", "Value": "42"},
+    {"Name": "metrics", "Value": '{"auc":0.9}'},
+]
+
+
 def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs: Any) -> None:
     from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
 
@@ -165,14 +191,11 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
         {"PipelineExecutionArn": ARN},
         {
             "CallbackToken": TOKEN,
-            "OutputParameters": [
-                {"Name": "passed", "Value": "true"},
-                {"Name": "rows", "Value": "42"},
-                {"Name": "metrics", "Value": '{"auc":0.9}'},
-            ],
-            "ClientRequestToken": answer_request_token(TOKEN, "success"),
+            "OutputParameters": OUTPUTS,
+            "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": OUTPUTS}),
         },
     )
+    expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     # no copies seen, not stopping: no sweep (it would count towards other handlers' redrive policy)
     sagemaker[1].add_response(
@@ -190,7 +213,7 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
     result = op.execute(context())
     assert result["answer"] == "success" and result["already_answered"] is False
     assert result["message_deleted"] is True and result["pipeline_execution_arn"] == ARN
-    assert result["copies_deleted"] == 0
+    assert result["copies_deleted"] == 0 and result["claim_lost"] is False
     assert TOKEN not in json.dumps(result)
 
 
@@ -203,9 +226,10 @@ def test_copies_seen_at_the_claim_are_swept(sagemaker: Any, sqs: Any) -> None:
         {
             "CallbackToken": TOKEN,
             "OutputParameters": [],
-            "ClientRequestToken": answer_request_token(TOKEN, "success"),
+            "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": []}),
         },
     )
+    expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     sqs[1].add_response("receive_message", {"Messages": [message(TOKEN, "dup")]}, receive_request())
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-dup"})
@@ -220,6 +244,7 @@ def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: A
     sagemaker[1].add_client_error(
         "send_pipeline_execution_step_failure", "ConflictException", "token was already answered"
     )
+    expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     sqs[1].add_response("receive_message", {}, receive_request())
     op = operator(SendCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="broken")
@@ -227,14 +252,52 @@ def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: A
     assert result["already_answered"] is True and result["message_deleted"] is True
 
 
+def test_a_lost_claim_is_reported_and_the_queue_swept_after_the_answer(sagemaker: Any, sqs: Any) -> None:
+    """The claim cannot be renewed before the answer (received again elsewhere): SQS may accept the delete
+    of this outdated handle without deleting, so the delete is not trusted and the queue is swept."""
+    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+
+    sqs[1].add_client_error(
+        "change_message_visibility",
+        "InvalidParameterValue",
+        "Message does not exist or is not available for visibility timeout change",
+        expected_params={"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1", "VisibilityTimeout": 120},
+    )
+    sagemaker[1].add_response(
+        "send_pipeline_execution_step_success",
+        {"PipelineExecutionArn": ARN},
+        {
+            "CallbackToken": TOKEN,
+            "OutputParameters": [],
+            "ClientRequestToken": answer_request_token(TOKEN, "success", {"OutputParameters": []}),
+        },
+    )
+    sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})  # "succeeds"
+    sqs[1].add_response("receive_message", {"Messages": [message(TOKEN, "visible-copy")]}, receive_request())
+    sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-visible-copy"})
+    sqs[1].add_response("receive_message", {}, receive_request())
+    op = operator(SendCallbackSuccessOperator, sagemaker, sqs, message=sensor_result(visibility_timeout=120))
+    result = op.execute(context())
+    assert result["claim_lost"] is True and result["message_deleted"] is False
+    assert result["answer"] == "success" and result["copies_deleted"] == 1
+
+
 def test_unknown_token_fails_and_leaves_the_message(sagemaker: Any, sqs: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowException
     from sagemaker_pipelines_provider.operators.callback import SendCallbackFailureOperator
 
-    sagemaker[1].add_client_error("send_pipeline_execution_step_failure", "ResourceNotFound", "no such token")
+    sagemaker[1].add_client_error(
+        "send_pipeline_execution_step_failure",
+        "ResourceNotFound",
+        f"Callback token '{TOKEN}' does not exist.",
+    )
+    expect_claim_renewed(sqs)
     op = operator(SendCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="x")
-    with pytest.raises(AirflowException, match="does not know callback token"):
-        op.execute(context())  # no SQS response queued: any delete would fail the Stubber
+    with pytest.raises(AirflowException, match="does not know callback token") as raised:
+        op.execute(context())  # no delete queued: any delete would fail the Stubber
+    assert (QUEUE, "rh-m1") not in lease._leases  # the claim is no longer renewed: the message returns
+    chained = raised.value.__cause__
+    assert chained is not None and TOKEN not in str(chained) and "AbC…" in str(chained)
 
 
 def test_outputs_over_the_limits_send_nothing(sagemaker: Any, sqs: Any) -> None:
@@ -266,7 +329,7 @@ def test_long_reason_is_cut_with_a_marker_and_a_stopping_message_is_answered_wit
             {
                 "CallbackToken": TOKEN,
                 "FailureReason": ANY,
-                "ClientRequestToken": answer_request_token(TOKEN, "failure"),
+                "ClientRequestToken": ANY,  # derived from the reason (another test pins it)
             },
         )
     sagemaker[0].conn.meta.events.register(
@@ -328,6 +391,21 @@ def test_lease_on_a_gone_message_does_not_start(sqs: Any) -> None:
 # reconciler
 
 
+def list_request(now: dt.datetime, older_than: dt.timedelta, next_token: str | None = None) -> dict[str, Any]:
+    """The reconciler's ListPipelineExecutions: executions created where a callback can be overdue."""
+    request: dict[str, Any] = {
+        "PipelineName": "training",
+        "SortBy": "CreationTime",
+        "SortOrder": "Descending",
+        "MaxResults": 100,
+        "CreatedAfter": now - dt.timedelta(days=29),
+        "CreatedBefore": now - older_than,
+    }
+    if next_token:
+        request["NextToken"] = next_token
+    return request
+
+
 def test_reconciler_answers_only_callbacks_waiting_past_the_deadline(sagemaker: Any, sqs: Any) -> None:
     hook, stub = sagemaker
     now = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -340,7 +418,7 @@ def test_reconciler_answers_only_callbacks_waiting_past_the_deadline(sagemaker: 
                 {"PipelineExecutionArn": other_arn, "PipelineExecutionStatus": "Succeeded"},
             ]
         },
-        {"PipelineName": "training", "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100},
+        list_request(now, dt.timedelta(hours=1)),
     )
     steps = [
         {
@@ -379,7 +457,7 @@ def test_reconciler_answers_only_callbacks_waiting_past_the_deadline(sagemaker: 
         {
             "CallbackToken": TOKEN,
             "FailureReason": ANY,
-            "ClientRequestToken": answer_request_token(TOKEN, "failure"),
+            "ClientRequestToken": ANY,  # derived from the reason (another test pins it)
         },
     )
     sqs[1].add_response("receive_message", {}, receive_request())
@@ -402,7 +480,7 @@ def test_reconciler_report_only_answers_nothing(sagemaker: Any) -> None:
                 {"PipelineExecutionArn": ARN, "PipelineExecutionStatus": "Stopping"}
             ]
         },
-        {"PipelineName": "training", "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100},
+        list_request(now, dt.timedelta(days=1)),
     )
     stub.add_response(
         "list_pipeline_execution_steps",
@@ -426,10 +504,22 @@ def test_reconciler_report_only_answers_nothing(sagemaker: Any) -> None:
 # sensor, poke mode
 
 
-def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any) -> None:
+def steps_listing(token: str = TOKEN, status: str = "Executing") -> dict[str, Any]:
+    return {
+        "PipelineExecutionSteps": [
+            {"StepName": "Validate", "StepStatus": status, "Metadata": {"Callback": {"CallbackToken": token}}}
+        ]
+    }
+
+
+def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any, sagemaker: Any) -> None:
     from sagemaker_pipelines_provider.sensors.callback import SageMakerCallbackSensor
 
     hook, stub = sqs
+    # is the token still waiting? (a copy of an answered token would be deleted instead)
+    sagemaker[1].add_response(
+        "list_pipeline_execution_steps", steps_listing(), {"PipelineExecutionArn": ARN, "MaxResults": 100}
+    )
     other_arn = ARN.replace("aaaa1111", "bbbb2222")
     batch = [
         {"MessageId": "junk", "ReceiptHandle": "rh-junk", "Body": "{"},
@@ -461,9 +551,116 @@ def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any) -> No
         aws_conn_id=None,
     )
     sensor.hook = hook
+    sensor.sagemaker_hook = sagemaker[0]
     pushed: dict[str, Any] = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
     result = sensor.poke({"ti": ti})  # type: ignore[arg-type]
     assert result.is_done
     assert result.xcom_value["receipt_handle"] == "rh-mine" and result.xcom_value["visibility_timeout"] == 90
     assert pushed == {"arguments": {"a": "1"}}
+
+
+# -------------------------------------------------------------------------------------------------------
+# one ClientRequestToken, one request
+
+
+def test_a_client_request_token_always_carries_the_same_answer(sagemaker: Any, sqs: Any) -> None:
+    """Retries of a failure answer (a new try, the reconciler run again later) send the very same request,
+    and answers whose content differs (the handler's and the reconciler's reasons, a Stopping answer) never
+    share a ClientRequestToken: SageMaker's handling of a token reused with other parameters is undocumented.
+    """
+    from sagemaker_pipelines_provider.operators.callback import (
+        SendCallbackFailureOperator,
+        SendCallbackSuccessOperator,
+    )
+
+    hook, stub = sagemaker
+    sent: list[dict[str, Any]] = []
+    hook.conn.meta.events.register(
+        "provide-client-params.sagemaker.SendPipelineExecutionStepFailure",
+        lambda params, **_: sent.append(dict(params)),
+    )
+
+    def expect_failure() -> None:
+        stub.add_response(
+            "send_pipeline_execution_step_failure",
+            {"PipelineExecutionArn": ARN},
+            {"CallbackToken": TOKEN, "FailureReason": ANY, "ClientRequestToken": ANY},
+        )
+
+    def at_try(try_number: int) -> dict[str, Any]:
+        ti = SimpleNamespace(dag_id="d", task_id="answer", run_id="r1", try_number=try_number)
+        return {"ti": ti}
+
+    for try_number in (1, 2):  # the default reason, on two tries of one task
+        expect_failure()
+        op = operator(SendCallbackFailureOperator, sagemaker, sqs, token=TOKEN, delete_message=False)
+        op.execute(at_try(try_number))  # type: ignore[arg-type]
+    for try_number in (1, 2):  # a Stopping message answered by two tries
+        expect_failure()
+        op = operator(
+            SendCallbackSuccessOperator,
+            sagemaker,
+            sqs,
+            message=sensor_result(status="Stopping"),
+            delete_message=False,
+        )
+        op.execute(at_try(try_number))  # type: ignore[arg-type]
+    started = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.UTC)
+    for hours_later in (3, 4):  # the reconciler, run twice an hour apart
+        stub.add_response(
+            "list_pipeline_executions",
+            {
+                "PipelineExecutionSummaries": [
+                    {"PipelineExecutionArn": ARN, "PipelineExecutionStatus": "Executing"}
+                ]
+            },
+            None,  # the listing's own requests are another test's concern
+        )
+        stub.add_response(
+            "list_pipeline_execution_steps",
+            {
+                "PipelineExecutionSteps": [
+                    {
+                        "StepName": "Validate",
+                        "StepStatus": "Executing",
+                        "StartTime": started,
+                        "Metadata": {"Callback": {"CallbackToken": TOKEN}},
+                    }
+                ]
+            },
+            {"PipelineExecutionArn": ARN, "MaxResults": 100},
+        )
+        expect_failure()
+        answer_overdue_callbacks(
+            hook, "training", older_than=dt.timedelta(hours=1), now=started + dt.timedelta(hours=hours_later)
+        )
+    assert len(sent) == 6
+    by_token: dict[str, set[str]] = {}
+    for request in sent:
+        by_token.setdefault(request["ClientRequestToken"], set()).add(request["FailureReason"])
+    assert all(len(reasons) == 1 for reasons in by_token.values()), by_token  # one token, one request
+    assert sent[0] == sent[1] and sent[2] == sent[3] and sent[4] == sent[5]  # retries are true repeats
+    assert len(by_token) == 3  # three different answers, three different tokens
+
+
+def test_deferred_sensor_renews_its_claim_on_resume_and_waits_again_if_it_lapsed(sqs: Any) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+    from sagemaker_pipelines_provider.sensors.callback import SageMakerCallbackSensor
+
+    hook, stub = sqs
+    sensor = SageMakerCallbackSensor(
+        task_id="wait", queue_url=QUEUE, pipeline_execution_arn=ARN, visibility_timeout=90, deferrable=True
+    )
+    sensor.hook = hook
+    renew = {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1", "VisibilityTimeout": 90}
+    event = {"status": "success", "message": sensor_result(visibility_timeout=90)}
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
+
+    stub.add_response("change_message_visibility", {}, renew)  # the claim is still held: renewed
+    assert sensor.execute_complete({"ti": ti}, event)["receipt_handle"] == "rh-m1"  # type: ignore[arg-type]
+
+    stub.add_client_error("change_message_visibility", "InvalidParameterValue", expected_params=renew)
+    with pytest.raises(TaskDeferred):  # lapsed and received elsewhere: wait for the message again
+        sensor.execute_complete({"ti": ti}, event)  # type: ignore[arg-type]

@@ -166,9 +166,62 @@ def test_malformed_messages_are_logged_once(caplog: Any) -> None:
     assert [r.getMessage().split()[3] for r in caplog.records] == ["x", "y", "z", "q", "x"]
 
 
-def test_answer_request_tokens_are_stable_per_token_and_kind() -> None:
-    success = answer_request_token("AbCdE12345", "success")
-    assert success == answer_request_token("AbCdE12345", "success")
-    assert success != answer_request_token("AbCdE12345", "failure")
-    assert success != answer_request_token("AbCdE12346", "success")
+def test_answer_request_tokens_are_stable_per_token_kind_and_content() -> None:
+    success = answer_request_token("AbCdE12345", "success", {"OutputParameters": []})
+    assert success == answer_request_token("AbCdE12345", "success", {"OutputParameters": []})
+    assert success != answer_request_token("AbCdE12345", "failure", {"OutputParameters": []})
+    assert success != answer_request_token("AbCdE12346", "success", {"OutputParameters": []})
+    assert success != answer_request_token(
+        "AbCdE12345", "success", {"OutputParameters": [{"Name": "a", "Value": "1"}]}
+    )
+    failure = answer_request_token("AbCdE12345", "failure", {"FailureReason": "broken"})
+    assert failure != answer_request_token("AbCdE12345", "failure", {"FailureReason": "broken!"})
     assert 32 <= len(success) <= 128
+
+
+def test_token_state_is_settled_only_on_evidence() -> None:
+    from sagemaker_pipelines_provider.callbacks.liveness import TokenState, token_state
+
+    def step(token: str, status: str) -> dict[str, Any]:
+        return {"StepName": "V", "StepStatus": status, "Metadata": {"Callback": {"CallbackToken": token}}}
+
+    for status in ("Starting", "Executing", "Stopping"):
+        assert token_state([step("AbCdE12345", status)], "AbCdE12345") is TokenState.WAITING
+    for status in ("Succeeded", "Failed", "Stopped"):
+        assert token_state([step("AbCdE12345", status)], "AbCdE12345") is TokenState.SETTLED
+    other = [
+        step("Other12345", "Succeeded"),
+        {"StepName": "Train", "StepStatus": "Executing", "Metadata": {}},
+    ]
+    assert token_state(other, "AbCdE12345") is TokenState.UNKNOWN  # not listed (yet): never deleted
+    assert token_state(other, "AbCdE12345", "Executing") is TokenState.UNKNOWN
+    assert token_state(other, "AbCdE12345", "Failed") is TokenState.SETTLED  # the execution has ended
+
+
+def test_live_batch_reroutes_a_waiter_whose_message_is_settled() -> None:
+    from sagemaker_pipelines_provider.callbacks.liveness import LiveBatch, SettledTokens, TokenState
+
+    def raw(token: str, message_id: str, execution: str) -> dict[str, Any]:
+        body = {
+            "token": token,
+            "pipelineExecutionArn": f"{ARN_A.rsplit('/', 1)[0]}/{execution}",
+            "arguments": {},
+        }
+        return {"MessageId": message_id, "ReceiptHandle": f"rh-{message_id}", "Body": json.dumps(body)}
+
+    memory = SettledTokens()
+    batch = LiveBatch(
+        [raw("OldToken01", "old", "a"), raw("OldToken01", "dup", "a"), raw("NewToken01", "new", "b")],
+        QUEUE,
+        [CallbackRoute.from_fields(pipeline_name="training")],
+        settled=memory,
+    )
+    checked: list[list[str]] = []
+    answers = {"OldToken01": TokenState.SETTLED, "NewToken01": TokenState.WAITING}
+    while todo := batch.unchecked():
+        checked.append([m.token for m in todo])
+        batch.record({m.token: answers[m.token] for m in todo})
+    assert checked == [["OldToken01"], ["NewToken01"]]
+    assert [m.message_id for _, m, _ in batch.plan.claims] == ["new"]
+    assert sorted(m.message_id for m in batch.plan.settled) == ["dup", "old"]
+    assert "OldToken01" in memory and "NewToken01" not in memory

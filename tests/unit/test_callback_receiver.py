@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sagemaker_pipelines_provider.callbacks.message import CallbackRoute
 from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback import (
     CallbackMessageEventTrigger,
     CallbackMessageTrigger,
@@ -29,6 +30,16 @@ from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/callbacks"
 FAST = BackoffPolicy(base_delay=0.001, max_delay=0.002, max_attempts=2, budget_seconds=1)
+
+
+@pytest.fixture(autouse=True)
+def _forget_settled_tokens() -> Any:
+    """Tokens answered by one test are no settled copies in the next (the memory is process-wide)."""
+    from sagemaker_pipelines_provider.callbacks.liveness import SETTLED_TOKENS
+
+    SETTLED_TOKENS.clear()
+    yield
+    SETTLED_TOKENS.clear()
 
 
 def arn(execution: str) -> str:
@@ -116,6 +127,64 @@ class FakeSqs:
         return {}
 
 
+@dataclass
+class FakeSageMaker:
+    """The two async SageMaker calls a receiver makes to check a token: every token is listed as a
+    callback step of every execution, ``Executing`` unless ``statuses`` says otherwise."""
+
+    statuses: dict[str, str] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    async def list_pipeline_execution_steps(self, **request: Any) -> dict[str, Any]:
+        self.calls.append("ListPipelineExecutionSteps")
+        return {
+            "PipelineExecutionSteps": [
+                {
+                    "StepName": "Validate",
+                    "StepStatus": status,
+                    "Metadata": {"Callback": {"CallbackToken": token}},
+                }
+                for token, status in self.statuses.items()
+            ]
+        }
+
+    async def describe_pipeline_execution(self, **request: Any) -> dict[str, Any]:
+        self.calls.append("DescribePipelineExecution")
+        return {
+            "PipelineExecutionArn": request["PipelineExecutionArn"],
+            "PipelineExecutionStatus": "Executing",
+        }
+
+
+def sagemaker_on(fake: FakeSageMaker) -> SageMakerPipelineHook:
+    hook = SageMakerPipelineHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
+
+    @asynccontextmanager
+    async def client() -> Any:
+        yield fake
+
+    async def get_async_conn() -> Any:
+        return client()
+
+    hook.get_async_conn = get_async_conn  # type: ignore[method-assign]
+    return hook
+
+
+def receiver_on(fake: FakeSqs, sagemaker: FakeSageMaker | None = None, **kwargs: Any) -> QueueReceiver:
+    """A receiver over the fakes; tokens of ``callback()`` messages are waiting unless ``sagemaker`` says."""
+    sagemaker = sagemaker or FakeSageMaker()
+    for stored in fake.messages:
+        try:
+            token = json.loads(stored.body)["token"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        sagemaker.statuses.setdefault(token, "Executing")
+    kwargs.setdefault("hook_factory", lambda: hook_on(fake))
+    return QueueReceiver(
+        ReceiverKey.build(QUEUE), sagemaker_hook_factory=lambda: sagemaker_on(sagemaker), **kwargs
+    )
+
+
 def hook_on(fake: FakeSqs) -> CallbackQueueHook:
     hook = CallbackQueueHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
 
@@ -145,9 +214,7 @@ def test_one_receiver_serves_every_waiter_claims_releases_and_leaves_malformed_a
     stray = fake.send(callback("StrayTok00", "zzz"))
 
     async def main() -> list[Any]:
-        receiver = QueueReceiver(
-            ReceiverKey.build(QUEUE), inspect_visibility_timeout=30, hook_factory=lambda: hook_on(fake)
-        )
+        receiver = receiver_on(fake, inspect_visibility_timeout=30)
         waits = [
             asyncio.create_task(
                 receiver.wait_for(route(name), visibility_timeout=60 + i, wait_time_seconds=1)
@@ -174,7 +241,7 @@ def test_cancelled_waiter_unregisters_and_the_receiver_stops() -> None:
     fake = FakeSqs()
 
     async def main() -> None:
-        receiver = QueueReceiver(ReceiverKey.build(QUEUE), hook_factory=lambda: hook_on(fake))
+        receiver = receiver_on(fake)
         wait = asyncio.create_task(receiver.wait_for(route("a"), visibility_timeout=60, wait_time_seconds=1))
         await asyncio.sleep(0.05)
         assert receiver.waiting == 1
@@ -194,7 +261,7 @@ def test_receive_failure_fails_the_waiters_with_the_error() -> None:
     )
 
     async def main() -> None:
-        receiver = QueueReceiver(ReceiverKey.build(QUEUE), hook_factory=lambda: hook_on(fake))
+        receiver = receiver_on(fake)
         with pytest.raises(ClientError, match="AccessDenied"):
             await asyncio.wait_for(receiver.wait_for(route("a"), visibility_timeout=60), 5)
 
@@ -244,3 +311,100 @@ def test_trigger_events_never_print_a_large_payload_or_a_full_token() -> None:
     text = repr(CallbackTriggerEvent(payload=payload))
     assert len(text) < 400 and "AbCdE12345" not in text and "zzzz" not in text
     assert CallbackTriggerEvent(payload=payload).payload == payload  # the payload itself is intact
+
+
+def test_a_waiter_registered_while_the_client_closes_is_served() -> None:
+    """The receiver's last waiter left and its client is closing (an await): a new waiter must be served."""
+    fake = FakeSqs()
+    ids = {name: fake.send(callback(f"Token{name}00000"[:10], name)) for name in ("a", "b")}
+
+    async def main() -> str:
+        closing, close = asyncio.Event(), asyncio.Event()
+        hook = hook_on(fake)
+
+        @asynccontextmanager
+        async def slow_closing_client() -> Any:
+            try:
+                yield fake
+            finally:
+                closing.set()
+                await close.wait()  # the client's exit awaits (aiobotocore closes its HTTP session)
+
+        async def get_async_conn() -> Any:
+            return slow_closing_client()
+
+        hook.get_async_conn = get_async_conn  # type: ignore[method-assign]
+        receiver = receiver_on(fake, hook_factory=lambda: hook)
+        first = await asyncio.wait_for(
+            receiver.wait_for(route("a"), visibility_timeout=60, wait_time_seconds=1), 5
+        )
+        assert first.message_id == ids["a"]
+        await asyncio.wait_for(closing.wait(), 5)  # no waiter left: the receiver is closing its client
+        second = asyncio.create_task(
+            receiver.wait_for(route("b"), visibility_timeout=60, wait_time_seconds=1)
+        )
+        await asyncio.sleep(0)  # registered while the exit awaits
+        close.set()
+        closing.clear()
+        message = await asyncio.wait_for(second, 5)
+        return message.message_id
+
+    assert asyncio.run(main()) == ids["b"]
+
+
+def test_copies_of_an_answered_token_are_deleted_and_the_waiter_takes_a_live_message() -> None:
+    """A copy of an answered token ahead of a live message: deleted (all its copies), and the waiter — routed
+    by pipeline name, which both match — gets the live one; a later copy is deleted without asking again."""
+    from sagemaker_pipelines_provider.callbacks.liveness import SETTLED_TOKENS
+
+    SETTLED_TOKENS.clear()
+    fake = FakeSqs()
+    stale = [fake.send(callback("AnsweredA1", "a")) for _ in range(2)]
+    live = fake.send(callback("WaitingB01", "b"))
+    sagemaker = FakeSageMaker(
+        {"AnsweredA1": "Succeeded", "WaitingB01": "Executing", "WaitingC01": "Executing"}
+    )
+    by_pipeline = CallbackRoute.from_fields(pipeline_name="training")
+
+    async def main() -> list[str]:
+        receiver = receiver_on(fake, sagemaker)
+        first = await asyncio.wait_for(
+            receiver.wait_for(by_pipeline, visibility_timeout=60, wait_time_seconds=1), 5
+        )
+        late = fake.send(callback("AnsweredA1", "a", status="Stopping"))
+        fresh = fake.send(callback("WaitingC01", "c"))
+        second = await asyncio.wait_for(
+            receiver.wait_for(by_pipeline, visibility_timeout=60, wait_time_seconds=1), 5
+        )
+        assert receiver.settled_deleted == 3
+        return [first.message_id, second.message_id, late, fresh]
+
+    first, second, late, fresh = asyncio.run(main())
+    assert (first, second) == (live, fresh)
+    assert all(fake.get(m).deleted for m in [*stale, late])
+    assert not fake.get(live).deleted and not fake.get(fresh).deleted  # claimed, never deleted here
+    # one check per token: A once (then remembered), B, C
+    assert sagemaker.calls.count("ListPipelineExecutionSteps") == 3
+    assert "DescribePipelineExecution" not in sagemaker.calls  # every token was listed
+
+
+def test_a_token_the_listing_does_not_show_is_handed_over_not_deleted() -> None:
+    """Not listed while its execution runs (the listing may lag the message): never deleted for that."""
+    fake = FakeSqs()
+    message = fake.send(callback("NotListed1", "a"))
+    sagemaker = FakeSageMaker({"SomeOther1": "Succeeded"})
+
+    async def main() -> str:
+        receiver = QueueReceiver(
+            ReceiverKey.build(QUEUE),
+            hook_factory=lambda: hook_on(fake),
+            sagemaker_hook_factory=lambda: sagemaker_on(sagemaker),
+        )
+        got = await asyncio.wait_for(
+            receiver.wait_for(route("a"), visibility_timeout=60, wait_time_seconds=1), 5
+        )
+        return got.message_id
+
+    assert asyncio.run(main()) == message
+    assert sagemaker.calls == ["ListPipelineExecutionSteps", "DescribePipelineExecution"]
+    assert not fake.get(message).deleted

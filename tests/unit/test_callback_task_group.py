@@ -119,3 +119,44 @@ def test_invalid_arguments_say_what_to_do() -> None:
         SageMakerCallbackSensor(task_id="s", queue_url=QUEUE, visibility_timeout=0)
     with pytest.raises(ValueError, match="wait_time_seconds must be 0-20"):
         SageMakerCallbackSensor(task_id="s", queue_url=QUEUE, wait_time_seconds=60)
+
+
+def test_argument_template_renders_its_default_when_the_message_lacks_the_argument() -> None:
+    """``args.template(name, default)`` under Airflow's StrictUndefined: None, strings, numbers, bools."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    cases: list[tuple[Any, str]] = [
+        (None, "None"),
+        ("fallback", "fallback"),
+        ('quo"te\\ {{ 7 * 7 }} é', 'quo"te\\ {{ 7 * 7 }} é'),
+        (3, "3"),
+        (2.5, "2.5"),
+        (True, "True"),
+        (False, "False"),
+    ]
+    templates: list[str] = []
+
+    def work(args: Any) -> Any:
+        templates.extend(args.template("missing", default) for default, _ in cases)
+        templates.append(args.template("present"))
+        return EmptyOperator(task_id="noop")
+
+    dag, _ = build(queue_url=QUEUE, work=work)
+    env = dag.get_template_env()
+    assert env.undefined is jinja2.StrictUndefined
+    pulled: list[tuple[Any, Any]] = []
+
+    def xcom_pull(task_ids: Any = None, key: Any = None) -> dict[str, Any]:
+        pulled.append((task_ids, key))
+        return {"present": "here"}  # a message without the argument "missing"
+
+    ti = SimpleNamespace(xcom_pull=xcom_pull)
+    rendered = [env.from_string(t).render(ti=ti) for t in templates]
+    assert rendered == [expected for _, expected in cases] + ["here"]
+    assert set(pulled) == {("cb.wait", "arguments")}
+    with pytest.raises(TypeError, match="default"):
+        work_args = []
+        build(queue_url=QUEUE, work=lambda args: work_args.append(args.template("x", {"a": None})))

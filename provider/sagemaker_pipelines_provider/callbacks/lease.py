@@ -18,7 +18,8 @@ loses nothing (the handler still answers and deletes it; a second waiter getting
 token, which SageMaker refuses as already answered), it only costs a redelivery.
 
 Leases are process-level and keyed by (queue URL, receipt handle): holding the same message again from
-another task in the same process reuses the running lease.
+another task in the same process reuses the running lease. The answer operators hold one too, from just
+before the answer to the delete, so the receipt handle they delete with is still the message's latest.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ routing only compares values: a message cannot choose which AWS resources a hand
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -289,14 +290,23 @@ class CallbackRoute:
 ANSWER_TOKEN_PURPOSE = "sagemaker-callback-answer"
 
 
-def answer_request_token(callback_token: str, kind: str) -> str:
-    """The ClientRequestToken of the ``kind`` (``"success"``/``"failure"``) answer to ``callback_token``.
+def answer_request_token(callback_token: str, kind: str, content: Mapping[str, Any] | None = None) -> str:
+    """The ClientRequestToken of the ``kind`` (``"success"``/``"failure"``) answer to ``callback_token``
+    whose ``content`` is the rest of the request as sent (``{"OutputParameters": [...]}`` or
+    ``{"FailureReason": "..."}``), derived by the project's one derivation
+    (:func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`).
 
-    Every answer of one kind to one token — a retry, a re-run after a crash, a second handler, the
-    reconciler — carries the same token, so SageMaker sees one request (derived by the project's one
-    derivation, :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`).
+    One token, one request: AWS does not document what SageMaker does with a ClientRequestToken reused
+    with other parameters, so the content is part of the derivation. The same answer sent again — a task
+    retry, a re-run after a crash, the reconciler run again — is the same request (the answerers keep their
+    texts free of try numbers and clocks for that); two answers that differ — the handler's failure reason
+    and the reconciler's, a Stopping answer and a success — are two requests, and SageMaker refuses the
+    later one as already answered: a token never gets a second, different answer.
     """
-    return idempotency_token(ANSWER_TOKEN_PURPOSE, callback_token, kind)
+    digest = hashlib.sha256(
+        json.dumps(dict(content or {}), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    ).hexdigest()
+    return idempotency_token(ANSWER_TOKEN_PURPOSE, callback_token, kind, digest)
 
 
 def mask_token(token: str | None) -> str:
@@ -304,6 +314,14 @@ def mask_token(token: str | None) -> str:
     if not token:
         return "<none>"
     return f"{token[:3]}…"
+
+
+def redact_token(text: str, token: str | None) -> str:
+    """``text`` with every occurrence of ``token`` masked (:func:`mask_token`): for error messages that
+    quote it (SageMaker's do) before they reach a log line or a traceback."""
+    if not token:
+        return text
+    return text.replace(token, mask_token(token))
 
 
 def describe(message: CallbackMessage) -> str:
@@ -336,22 +354,29 @@ class BatchPlan:
 
     ``claims``: ``(waiter index, message to hand over, other copies of its token in the batch)``;
     ``release``: valid messages no waiter takes, and the other copies of claimed tokens — made visible again
-    at once so other consumers (and the answer's sweep) see them; ``malformed``: left as received.
+    at once so other consumers (and the answer's sweep) see them; ``settled``: every message of a token
+    known to be answered already — to delete; ``malformed``: left as received.
     """
 
     claims: list[tuple[int, CallbackMessage, list[CallbackMessage]]] = field(default_factory=list)
     release: list[CallbackMessage] = field(default_factory=list)
+    settled: list[CallbackMessage] = field(default_factory=list)
     malformed: list[MalformedMessage] = field(default_factory=list)
 
 
 def plan_batch(
-    raw_messages: Sequence[Mapping[str, Any]], queue_url: str, routes: Sequence[CallbackRoute | None]
+    raw_messages: Sequence[Mapping[str, Any]],
+    queue_url: str,
+    routes: Sequence[CallbackRoute | None],
+    *,
+    is_settled: Callable[[str], bool] | None = None,
 ) -> BatchPlan:
     """Route one received batch to waiters; the single routing decision of the provider.
 
     ``routes[i]`` is the route of waiter ``i`` (``None``: that waiter is already served). Waiters are
     served in order (first come, first served) and each takes at most one message; the copies of one token
-    go to one waiter, which gets the ``Stopping`` copy if there is one (:func:`prefer`).
+    go to one waiter, which gets the ``Stopping`` copy if there is one (:func:`prefer`). Messages of a
+    token for which ``is_settled`` is true go to no waiter (see :mod:`.liveness`).
     """
     plan = BatchPlan()
     by_token: dict[str, list[CallbackMessage]] = {}
@@ -363,7 +388,10 @@ def plan_batch(
             continue
         by_token.setdefault(message.token, []).append(message)
     open_routes = list(routes)
-    for copies in by_token.values():
+    for token, copies in by_token.items():
+        if is_settled is not None and is_settled(token):
+            plan.settled.extend(copies)
+            continue
         chosen_index: int | None = None
         matching: list[CallbackMessage] = []
         for index, route in enumerate(open_routes):
@@ -436,5 +464,6 @@ __all__ = [
     "pipeline_name_of",
     "plan_batch",
     "prefer",
+    "redact_token",
     "values_equal",
 ]

@@ -3,16 +3,17 @@
 A callback token left unanswered holds its execution for up to 28 days. The handler's own failure path
 answers on every task failure or timeout, but not when the message never reached a handler (lost, sent to
 a queue nobody watches, dead-lettered) or when the whole DAG run was killed. The reconciler finds such
-steps without SQS — ``ListPipelineExecutions`` (running executions of a pipeline) then
-``ListPipelineExecutionSteps`` (``Metadata.Callback.CallbackToken``) — and answers those waiting longer
-than ``older_than`` with ``SendPipelineExecutionStepFailure``.
+steps without SQS — every page of ``ListPipelineExecutions`` for the executions created in the window
+where a callback can be both still waiting and overdue, then ``ListPipelineExecutionSteps``
+(``Metadata.Callback.CallbackToken``) of the running ones — and answers those waiting longer than
+``older_than`` with ``SendPipelineExecutionStepFailure``.
 
 Contract:
 
-- the answer uses the same ``ClientRequestToken`` as every other failure answer of that token
-  (:func:`~sagemaker_pipelines_provider.callbacks.message.answer_request_token`): a handler answering
-  failure at the same moment is the same request; a handler that answered success first wins, and the
-  reconciler reports the token as already answered;
+- the answer's ``ClientRequestToken`` is derived from the token and the reason
+  (:func:`~sagemaker_pipelines_provider.callbacks.message.answer_request_token`), and the default reason
+  holds no clock: the reconciler run again sends the same request; a handler that answered first (with
+  its own reason, or success) wins, and the reconciler reports the token as already answered;
 - after answering, the step's message (and its copies) visible on the step's ``SqsQueueUrl`` are deleted,
   best effort (a message in flight at a handler is deleted by that handler once it finds the token
   answered);
@@ -27,14 +28,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sagemaker_pipelines_provider.callbacks.message import answer_request_token, mask_token
+from sagemaker_pipelines_provider.callbacks.liveness import WAITING_STEP_STATUSES
+from sagemaker_pipelines_provider.callbacks.message import mask_token
 
 log = logging.getLogger(__name__)
 
-#: Step statuses of a callback step still waiting for its answer.
-WAITING_STEP_STATUSES = frozenset({"Starting", "Executing", "Stopping"})
 #: Execution statuses that can hold a waiting callback.
 RUNNING_EXECUTION_STATUSES = frozenset({"Executing", "Stopping"})
+#: How old a running execution can be: AWS stops an execution after 672 hours (28 days). One more day of
+#: margin (clock skew, a quota documented per account) costs one more day of listing, nothing else; the
+#: exact value is not documented beyond the 672 hours.
+MAX_EXECUTION_AGE = dt.timedelta(hours=672) + dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -67,21 +71,31 @@ def find_overdue_callbacks(
     *,
     older_than: dt.timedelta,
     now: dt.datetime | None = None,
-    max_executions: int = 1000,
+    max_execution_age: dt.timedelta = MAX_EXECUTION_AGE,
 ) -> list[OverdueCallback]:
     """Callback steps of running executions of ``pipeline_name`` waiting longer than ``older_than``.
 
+    Every execution that can hold such a step is looked at, however many newer ones there are: all pages
+    of ListPipelineExecutions for the executions created between ``now - max_execution_age`` and
+    ``now - older_than`` (a step waiting longer than ``older_than`` belongs to an execution created
+    before that; an execution older than ``max_execution_age`` has timed out). ListPipelineExecutions
+    cannot filter on status, so the time window is what bounds the listing: one call per 100 executions
+    of the window, one ListPipelineExecutionSteps per running one.
+
     :param hook: a :class:`~sagemaker_pipelines_provider.hooks.pipeline.SageMakerPipelineHook`.
-    :param max_executions: how many of the newest executions to look at (pages of 100).
+    :param max_execution_age: the oldest an execution can be and still run (AWS: 28 days).
     """
     now = now or dt.datetime.now(dt.UTC)
     found: list[OverdueCallback] = []
-    seen = 0
     next_token: str | None = None
-    while seen < max_executions:
-        summaries, next_token = hook.list_pipeline_executions(pipeline_name, next_token=next_token)
+    while True:
+        summaries, next_token = hook.list_pipeline_executions(
+            pipeline_name,
+            next_token=next_token,
+            created_after=now - max_execution_age,
+            created_before=now - older_than,
+        )
         for summary in summaries:
-            seen += 1
             if summary.get("PipelineExecutionStatus") not in RUNNING_EXECUTION_STATUSES:
                 continue
             arn = str(summary["PipelineExecutionArn"])
@@ -127,15 +141,16 @@ def answer_overdue_callbacks(
     reports: list[dict[str, Any]] = []
     for overdue in find_overdue_callbacks(hook, pipeline_name, older_than=older_than, now=now):
         report = overdue.to_dict()
+        # no clock in the text: the reconciler run again sends the same request (see answer_request_token)
         text = reason or (
             f"Callback step {overdue.step_name} not answered within {older_than}; failed by the callback "
-            f"reconciler after waiting {overdue.waited_seconds:.0f}s"
+            "reconciler"
         )
         if dry_run:
             report.update(answered=False, already_answered=False, copies_deleted=0)
             reports.append(report)
             continue
-        answer = hook.send_step_failure(overdue.token, text, answer_request_token(overdue.token, "failure"))
+        answer = hook.send_step_failure(overdue.token, text)
         copies = 0
         if overdue.queue_url and queue_hook_factory is not None:
             try:
@@ -155,4 +170,4 @@ def answer_overdue_callbacks(
     return reports
 
 
-__all__ = ["OverdueCallback", "answer_overdue_callbacks", "find_overdue_callbacks"]
+__all__ = ["MAX_EXECUTION_AGE", "OverdueCallback", "answer_overdue_callbacks", "find_overdue_callbacks"]

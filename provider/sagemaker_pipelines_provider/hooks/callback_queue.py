@@ -183,32 +183,38 @@ class CallbackQueueHook(SqsHook):
             raise
         return True
 
-    def delete_token_copies(self, queue_url: str, token: str, *, rounds: int = 3) -> int:
+    def delete_token_copies(
+        self, queue_url: str, token: str, *, rounds: int = 3, through_backlog: bool = False
+    ) -> int:
         """Delete every copy of ``token``'s message visible now; make the other messages visible again.
 
         Called after ``token`` was answered (or reported already answered) when copies are likely: SQS may
         have delivered the callback message more than once, and a ``Stopping`` message carries the same
-        token. Each round is one short-poll receive of up to 10 messages; messages of other tokens are made
-        visible again at the end of each round (never deleted), malformed ones are left as received (their
-        redrive policy decides). The sweep goes on only while a round finds a copy, at most ``rounds``
-        rounds. Best effort: a copy in flight at another consumer is not seen here, and is deleted by
-        whoever answers it next (the token then reports already answered).
+        token. Each round is one short-poll receive of up to 10 messages. Messages of other tokens are
+        made visible again when the sweep ends (never deleted; hidden meanwhile, so each round sees new
+        messages); malformed ones are left as received (their redrive policy decides). The sweep goes on
+        only while a round finds a copy — or, with ``through_backlog`` (a copy is known to be left: the
+        claim on it was lost), while a round receives anything at all — at most ``rounds`` rounds. Best
+        effort: a copy in flight at another consumer is not seen here; it is deleted by the next receiver
+        of this provider that gets it (the token is answered) or by whoever answers it next.
 
         :returns: how many copies were deleted.
         """
         deleted = 0
-        for _ in range(max(1, rounds)):
-            raw = self.receive(queue_url, wait_time_seconds=0, visibility_timeout=30)
-            copies, others = _split_copies(raw, queue_url, token)
-            try:
+        others: list[str] = []
+        try:
+            for _ in range(max(1, rounds)):
+                raw = self.receive(queue_url, wait_time_seconds=0, visibility_timeout=30)
+                copies, round_others = _split_copies(raw, queue_url, token)
+                others.extend(round_others)  # kept hidden until the sweep ends: each round sees new ones
                 for handle in copies:
                     if self.delete(queue_url, handle):
                         deleted += 1
-            finally:
-                if others:
-                    self.release(queue_url, others)
-            if not copies:
-                break
+                if not (raw if through_backlog else copies):
+                    break
+        finally:
+            if others:
+                self.release(queue_url, others)
         if deleted:
             log.info("Deleted %d more copies of the message of token %s", deleted, mask_token(token))
         return deleted

@@ -9,10 +9,10 @@ Guarantees of every call made through this hook:
   backoff within a bounded budget (:mod:`sagemaker_pipelines_provider.utils.backoff`); botocore's own
   retries are switched off unless the connection or ``config`` sets ``retries`` explicitly, so the
   budget is the one policy rather than multiplied by botocore's;
-- every mutating call (start, retry, stop, callback answers) carries a caller-supplied
-  ``ClientRequestToken``; the caller derives it with
-  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`, so a repeated request is the same
-  request to SageMaker;
+- every mutating call (start, retry, stop, callback answers) carries a ``ClientRequestToken`` derived
+  with :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`, so a repeated request is the
+  same request to SageMaker: the caller supplies it for start, retry and stop (from the task's identity);
+  a callback answer's is derived here from the token and the answer as sent (one token, one request);
 - list calls return every page (except :meth:`SageMakerPipelineHook.list_pipeline_executions`, which
   returns one page and the next token: the poller decides how far to read).
 
@@ -34,6 +34,8 @@ from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sagemaker_pipelines_provider.callbacks.liveness import TokenState, token_state
+from sagemaker_pipelines_provider.callbacks.message import answer_request_token, mask_token, redact_token
 from sagemaker_pipelines_provider.definition import (
     DefinitionError,
     ParameterError,
@@ -289,9 +291,12 @@ class SageMakerPipelineHook(AwsBaseHook):
         next_token: str | None = None,
         max_results: int = 100,
         created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of ListPipelineExecutions, newest first: ``(summaries, next_token)``."""
-        request = _list_executions_request(pipeline_name, next_token, max_results, created_after)
+        request = _list_executions_request(
+            pipeline_name, next_token, max_results, created_after, created_before
+        )
         response = self._call("ListPipelineExecutions", **request)
         return list(response.get("PipelineExecutionSummaries", [])), response.get("NextToken")
 
@@ -348,46 +353,74 @@ class SageMakerPipelineHook(AwsBaseHook):
     # callbacks
 
     def send_step_success(
-        self, callback_token: str, outputs: Mapping[str, Any] | None, client_request_token: str
+        self,
+        callback_token: str,
+        outputs: Mapping[str, Any] | None,
+        client_request_token: str | None = None,
     ) -> CallbackAnswer:
         """SendPipelineExecutionStepSuccess with ``outputs`` as the step's output parameters.
 
         Output values are flattened to strings (``True`` -> ``"true"``, ``3`` -> ``"3"``, a dict or list ->
-        compact JSON, ``None`` -> ``""``).
+        compact JSON, ``None`` -> ``""``). ``client_request_token`` defaults to the one derived from the
+        token and the outputs as sent (:func:`~sagemaker_pipelines_provider.callbacks.message.
+        answer_request_token`): the same outputs are the same request.
 
         :raises CallbackOutputsInvalid: more than 50 outputs, or a name longer than 256 / a value longer
             than 1024 characters (nothing is sent).
         :returns: a :class:`CallbackAnswer`; ``already_answered`` reports a token answered before.
         """
+        content = {"OutputParameters": callback_output_parameters(outputs)}
         request = {
             "CallbackToken": callback_token,
-            "OutputParameters": callback_output_parameters(outputs),
-            "ClientRequestToken": client_request_token,
+            **content,
+            "ClientRequestToken": client_request_token
+            or answer_request_token(callback_token, "success", content),
         }
         return self._answer_callback("SendPipelineExecutionStepSuccess", request)
 
     def send_step_failure(
-        self, callback_token: str, reason: str, client_request_token: str
+        self, callback_token: str, reason: str, client_request_token: str | None = None
     ) -> CallbackAnswer:
         """SendPipelineExecutionStepFailure; ``reason`` is cut to 256 characters, ending with a marker.
 
+        ``client_request_token`` defaults to the one derived from the token and the reason as sent: the
+        same reason is the same request, another reason another request (refused as already answered).
+
         :returns: a :class:`CallbackAnswer`; ``already_answered`` reports a token answered before.
         """
+        content = {"FailureReason": truncate(reason, MAX_FAILURE_REASON_LENGTH)}
         request = {
             "CallbackToken": callback_token,
-            "FailureReason": truncate(reason, MAX_FAILURE_REASON_LENGTH),
-            "ClientRequestToken": client_request_token,
+            **content,
+            "ClientRequestToken": client_request_token
+            or answer_request_token(callback_token, "failure", content),
         }
         return self._answer_callback("SendPipelineExecutionStepFailure", request)
 
+    def callback_token_state(self, pipeline_execution_arn: str, callback_token: str) -> TokenState:
+        """Whether ``callback_token`` still waits for its answer (rule: :mod:`~sagemaker_pipelines_provider.
+        callbacks.liveness`): ListPipelineExecutionSteps, plus DescribePipelineExecution when the token is
+        not listed. Errors are raised (callers treat them as UNKNOWN)."""
+        steps = self.list_pipeline_execution_steps(pipeline_execution_arn)
+        state = token_state(steps, callback_token)
+        if state is TokenState.UNKNOWN:
+            status = self.describe_pipeline_execution(pipeline_execution_arn).get("PipelineExecutionStatus")
+            state = token_state(steps, callback_token, str(status))
+        return state
+
     def _answer_callback(self, action: str, request: dict[str, Any]) -> CallbackAnswer:
+        """Send one answer. An error is re-raised with the callback token masked in its message (SageMaker
+        quotes the token, a capability to answer the step, and errors end up in task logs); the original
+        is not chained to it."""
+        token = str(request["CallbackToken"])
         try:
             response = self._call(action, **request)
         except ClientError as err:
-            if is_already_answered(err):
-                log.info("%s: callback token already answered (%s)", action, err)
+            safe = without_token(err, token)
+            if is_already_answered(safe):
+                log.info("%s: callback token %s already answered (%s)", action, mask_token(token), safe)
                 return CallbackAnswer(pipeline_execution_arn=None, already_answered=True)
-            raise
+            raise safe from None
         return CallbackAnswer(pipeline_execution_arn=response.get("PipelineExecutionArn"))
 
     # ---------------------------------------------------------------------------------------------------
@@ -460,6 +493,17 @@ class SageMakerPipelineHook(AwsBaseHook):
             raise
         return True
 
+    async def acallback_token_state(
+        self, pipeline_execution_arn: str, callback_token: str, *, client: Any
+    ) -> TokenState:
+        """:meth:`callback_token_state` (async)."""
+        steps = await self.alist_pipeline_execution_steps(pipeline_execution_arn, client=client)
+        state = token_state(steps, callback_token)
+        if state is TokenState.UNKNOWN:
+            describe = await self.adescribe_pipeline_execution(pipeline_execution_arn, client=client)
+            state = token_state(steps, callback_token, str(describe.get("PipelineExecutionStatus")))
+        return state
+
     async def aget_execution_result(
         self,
         pipeline_execution_arn: str,
@@ -522,7 +566,11 @@ def _stop_policy(policy: BackoffPolicy) -> BackoffPolicy:
 
 
 def _list_executions_request(
-    pipeline_name: str, next_token: str | None, max_results: int, created_after: dt.datetime | None
+    pipeline_name: str,
+    next_token: str | None,
+    max_results: int,
+    created_after: dt.datetime | None,
+    created_before: dt.datetime | None = None,
 ) -> dict[str, Any]:
     request: dict[str, Any] = {
         "PipelineName": pipeline_name,
@@ -534,6 +582,8 @@ def _list_executions_request(
         request["NextToken"] = next_token
     if created_after is not None:
         request["CreatedAfter"] = created_after
+    if created_before is not None:
+        request["CreatedBefore"] = created_before
     return request
 
 
@@ -613,6 +663,24 @@ def callback_output_parameters(outputs: Mapping[str, Any] | None) -> list[dict[s
             "Callback outputs rejected: " + "; ".join(problems) + ". Nothing was sent."
         )
     return parameters
+
+
+def without_token(error: ClientError, token: str) -> ClientError:
+    """A copy of ``error`` whose message and response hold ``token`` only masked (notes are kept)."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_token(value, token)
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    safe = ClientError(scrub(dict(error.response)), error.operation_name)
+    for note in getattr(error, "__notes__", ()):
+        safe.add_note(redact_token(note, token))
+    return safe
 
 
 _ALREADY_ANSWERED_HINTS = ("already", "not waiting", "no longer", "is not in", "completed", "has been used")

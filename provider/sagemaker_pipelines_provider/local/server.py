@@ -14,7 +14,9 @@ in a daemon thread. Its WSGI app (:class:`LocalEndpointApp`) routes each request
   ``UnknownOperationException``; a crash: 500 ``InternalFailure``), never werkzeug's HTML page.
   moto's successful answers to the Glue job-run and ECS task actions of :data:`.job_outcomes.ACTIONS`
   are decoded and rewritten by :class:`~.job_outcomes.JobOutcomes` (failures moto cannot produce,
-  containers that stop with their task) before they are sent.
+  containers that stop with their task) before they are sent. SQS ``DeleteMessage`` and
+  ``ChangeMessageVisibility`` with an outdated receipt handle are answered as SQS does by
+  :class:`~.sqs_receipts.OutdatedReceipts` (moto would act on the message).
 
 Every request except the control API and ``/moto-api`` is recorded (:class:`CallRecorder`: service from
 the SigV4 credential scope, action from ``X-Amz-Target`` or the form ``Action``, or ``"<METHOD> <path>"``
@@ -48,6 +50,7 @@ from xml.sax.saxutils import escape
 
 from .api import SageMakerJsonProtocol
 from .job_outcomes import DEFAULT_JOB_FAILURE, JobOutcomes
+from .sqs_receipts import OutdatedReceipts
 
 if TYPE_CHECKING:
     from .controls import LocalControls
@@ -549,6 +552,7 @@ class LocalEndpointApp:
         self.recorder = CallRecorder()
         self.faults = FaultInjector()
         self.job_outcomes = JobOutcomes()
+        self.receipts = OutdatedReceipts()
         self._moto_app = moto_app
         self._moto_lock = threading.Lock()
         self._on_reset = on_reset
@@ -634,6 +638,14 @@ class LocalEndpointApp:
                 headers["Content-Length"] = str(len(body))
                 start_response(_status_line(status), list(headers.items()))
                 return [body]
+            if info.service == "sqs" and info.protocol == "json":
+                outdated = self.receipts.answer(info.action, info.region, info.body)
+                if outdated is not None:  # an outdated receipt handle: answered as SQS does, not as moto
+                    status, headers, body, code = outdated
+                    record.update(status=status, error_code=code, routed_to="sqs_receipts")
+                    headers["Content-Length"] = str(len(body))
+                    start_response(_status_line(status), list(headers.items()))
+                    return [body]
             if info.target_prefix == "SageMaker" and self.protocol.handles(info.action):
                 record["routed_to"] = "engine"
                 response = self.protocol.handle(info.action, info.body or b"", info.region)

@@ -3,12 +3,19 @@
 Contract, for both operators:
 
 - the answer carries a ``ClientRequestToken`` derived (by the one derivation,
-  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the callback token and the
-  kind of answer, so a retry, a re-run, or a second handler answering the same way is the *same request*
-  to SageMaker; an answer of the other kind after the first is refused by SageMaker and reported as
-  ``already_answered`` — a token never gets a second, different answer;
+  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the callback token, the kind
+  of answer and its content (outputs or reason as sent), and the content carries no try number or clock,
+  so a retry or a re-run of the same task is the *same request* to SageMaker; a different answer after the
+  first (another kind, another reason) is refused by SageMaker and reported as ``already_answered`` — a
+  token never gets a second, different answer, and a ClientRequestToken never carries two;
 - outputs are flattened to strings and checked against SageMaker's limits before the call (nothing is sent
   when they break one); a failure reason is cut to 256 characters, ending with a marker;
+- the claim on the message is renewed right before the answer and held until the delete (SQS may accept
+  a delete made with an outdated receipt handle without deleting). A claim that cannot be renewed is
+  *lost* (the message was received again elsewhere): the answer still goes out, the delete is not
+  trusted (``message_deleted`` False, ``claim_lost`` True) and the visible copies are swept; a copy in
+  flight elsewhere is deleted by the next receiver of this provider that gets it, since receivers delete
+  the messages of answered tokens (:mod:`~sagemaker_pipelines_provider.callbacks.liveness`);
 - only once the token is answered (or reported already answered) is the message deleted, and then — when
   copies are likely: duplicates seen at the claim, a ``Stopping`` message, a token already answered, an
   execution that is stopping — every other visible copy of it is swept from the queue (SQS delivers at
@@ -36,6 +43,7 @@ from airflow.providers.common.compat.sdk import AirflowException
 from botocore.exceptions import ClientError
 
 from sagemaker_pipelines_provider.callbacks import lease
+from sagemaker_pipelines_provider.callbacks.liveness import SETTLED_TOKENS
 from sagemaker_pipelines_provider.callbacks.message import (
     STOPPING,
     TOKEN_RE,
@@ -45,10 +53,15 @@ from sagemaker_pipelines_provider.callbacks.message import (
 from sagemaker_pipelines_provider.callbacks.reconciler import answer_overdue_callbacks
 from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import CallbackAnswer, SageMakerPipelineHook
+from sagemaker_pipelines_provider.triggers.callback import DEFAULT_VISIBILITY_TIMEOUT
 from sagemaker_pipelines_provider.utils.backoff import error_code
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+#: Rounds (of up to 10 messages) of the sweep after a lost claim: it reads through that much backlog.
+LOST_CLAIM_SWEEP_ROUNDS = 20
 
 
 def stopping_reason(message: Mapping[str, Any], answered_by: str) -> str:
@@ -60,9 +73,12 @@ def stopping_reason(message: Mapping[str, Any], answered_by: str) -> str:
 
 
 def task_label(context: Context) -> str:
-    """``dag_id.task_id`` (run ``run_id``), how answers name the Airflow task that sent them."""
+    """``dag_id.task_id (run run_id)``, how answers name the Airflow task that sent them.
+
+    No try number: every try of a task sends the same answer, so a retry is a true repeat of the request.
+    """
     ti = context["ti"]
-    return f"{ti.dag_id}.{ti.task_id} (run {ti.run_id}, try {ti.try_number})"
+    return f"{ti.dag_id}.{ti.task_id} (run {ti.run_id})"
 
 
 class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
@@ -125,9 +141,11 @@ class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
     def execute(self, context: Context) -> dict[str, Any]:
         message = self._message()
         token = self._token(message)
+        claim = self._hold_claim(token, message)
         try:
             kind, answer = self._send(token, context, message)
         except ClientError as err:
+            self._release_claim(message)
             if error_code(err) == "ResourceNotFound":
                 raise AirflowException(
                     f"{self.task_id}: SageMaker does not know callback token {mask_token(token)} in region "
@@ -135,13 +153,18 @@ class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
                     "execution still exists. The message was left on the queue."
                 ) from err
             raise
+        except BaseException:
+            self._release_claim(message)
+            raise
+        SETTLED_TOKENS.add([token])
         if answer.already_answered:
             self.log.info(
                 "Callback token %s was already answered; SageMaker kept the first answer", mask_token(token)
             )
         else:
             self.log.info("Answered callback token %s with %s", mask_token(token), kind)
-        deleted, copies = self._delete(token, message, answer)
+        claim_lost = claim is not None and claim.gone
+        deleted, copies = self._delete(token, message, answer, claim_lost=claim_lost)
         return {
             "answer": kind,
             "already_answered": answer.already_answered,
@@ -149,27 +172,74 @@ class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
             "token": mask_token(token),
             "message_deleted": deleted,
             "copies_deleted": copies,
+            "claim_lost": claim_lost,
         }
 
-    def _delete(self, token: str, message: Mapping[str, Any], answer: CallbackAnswer) -> tuple[bool, int]:
-        """Delete the answered message and, when copies are likely, sweep them (a gone one is no error)."""
-        if not self.delete_message:
-            return False, 0
+    def _where(self, message: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(queue URL, receipt handle) of the message to delete."""
         queue_url = self.queue_url or message.get("queue_url")
         receipt_handle = self.receipt_handle or message.get("receipt_handle")
+        return (str(queue_url) if queue_url else None), (str(receipt_handle) if receipt_handle else None)
+
+    def _hold_claim(self, token: str, message: Mapping[str, Any]) -> lease.VisibilityLease | None:
+        """Renew the claim right before answering, and keep renewing it until the message is deleted.
+
+        Holding the claim up to the delete is what makes the delete effective: SQS documents that a
+        DeleteMessage with a receipt handle other than the most recent one may succeed without deleting.
+        A claim that cannot be renewed (``gone``: the message's visibility lapsed and it was received
+        elsewhere, or another handler deleted it) is *lost*: the answer still goes out, and then the copies
+        visible on the queue are swept; a copy in flight at another consumer is deleted by whichever
+        receiver of this provider gets it next, since every receiver checks that a token still waits before
+        handing its message over (:mod:`~sagemaker_pipelines_provider.callbacks.liveness`).
+        """
+        queue_url, receipt_handle = self._where(message)
+        if not self.delete_message or not queue_url or not receipt_handle:
+            return None
+        visibility = int(message.get("visibility_timeout") or DEFAULT_VISIBILITY_TIMEOUT)
+        return lease.hold(self.queue_hook, queue_url, receipt_handle, visibility, token=token)
+
+    def _release_claim(self, message: Mapping[str, Any]) -> None:
+        """Stop renewing the claim (the message then returns after its visibility timeout)."""
+        queue_url, receipt_handle = self._where(message)
+        if queue_url and receipt_handle:
+            lease.forget(queue_url, receipt_handle)
+
+    def _delete(
+        self, token: str, message: Mapping[str, Any], answer: CallbackAnswer, *, claim_lost: bool = False
+    ) -> tuple[bool, int]:
+        """Delete the answered message and, when copies are likely, sweep them (a gone one is no error).
+
+        ``(deleted, copies)``: ``deleted`` only when the delete was made under a claim held up to it (after
+        a lost claim, SQS may accept the delete without deleting); ``copies`` deleted by the sweep.
+        """
+        if not self.delete_message:
+            return False, 0
+        queue_url, receipt_handle = self._where(message)
         if not queue_url:
             self.log.warning(
                 "No queue_url/message given: the token is answered but its message is not deleted; it will "
-                "be delivered again and then reported already answered"
+                "be delivered again and then found already answered and deleted"
             )
             return False, 0
         sqs = self.queue_hook
-        deleted = bool(receipt_handle) and sqs.delete(str(queue_url), str(receipt_handle))
+        deleted = bool(receipt_handle) and sqs.delete(queue_url, str(receipt_handle)) and not claim_lost
         if receipt_handle:
-            lease.forget(str(queue_url), str(receipt_handle))
+            lease.forget(queue_url, receipt_handle)
+        if claim_lost:
+            self.log.warning(
+                "The claim on the message of token %s was lost before the answer (its visibility lapsed and "
+                "it was received again elsewhere, or another handler deleted it): sweeping its visible "
+                "copies; a copy still in flight elsewhere is deleted by the next receiver that gets it",
+                mask_token(token),
+            )
         copies = 0
-        if self._should_sweep(message, answer):
-            copies = sqs.delete_token_copies(str(queue_url), token)
+        if claim_lost and self.sweep_copies is not False:
+            # the copy is on the queue somewhere: look through the backlog, not just its first batch
+            copies = sqs.delete_token_copies(
+                queue_url, token, rounds=LOST_CLAIM_SWEEP_ROUNDS, through_backlog=True
+            )
+        elif self._should_sweep(message, answer):
+            copies = sqs.delete_token_copies(queue_url, token)
         return deleted, copies
 
     def _should_sweep(self, message: Mapping[str, Any], answer: CallbackAnswer) -> bool:
@@ -214,7 +284,7 @@ class SendCallbackSuccessOperator(_CallbackAnswerOperator):
     If ``message`` is a ``Stopping`` message (the execution was stopped while the callback waited), the token
     is answered with a failure saying so instead: the outputs of work that did not run are not sent.
     Returns ``{"answer", "already_answered", "pipeline_execution_arn", "token" (masked), "message_deleted",
-    "copies_deleted"}``.
+    "copies_deleted", "claim_lost"}``.
     """
 
     template_fields: Sequence[str] = aws_template_fields(
@@ -231,18 +301,14 @@ class SendCallbackSuccessOperator(_CallbackAnswerOperator):
         if str(message.get("status") or "").lower() == STOPPING.lower():
             reason = stopping_reason(message, task_label(context))
             self.log.info("The execution is stopping: answering the callback with a failure instead")
-            return "failure", self.hook.send_step_failure(
-                token, reason, answer_request_token(token, "failure")
-            )
+            return "failure", self.hook.send_step_failure(token, reason)
         outputs = self.outputs
         if outputs is not None and not isinstance(outputs, Mapping):
             raise AirflowException(
                 f"{self.task_id}: outputs must be a dict of output name -> value, got "
                 f"{type(outputs).__name__}"
             )
-        return "success", self.hook.send_step_success(
-            token, dict(outputs or {}), answer_request_token(token, "success")
-        )
+        return "success", self.hook.send_step_success(token, dict(outputs or {}))
 
 
 class SendCallbackFailureOperator(_CallbackAnswerOperator):
@@ -270,7 +336,7 @@ class SendCallbackFailureOperator(_CallbackAnswerOperator):
 
     def _send(self, token: str, context: Context, message: Mapping[str, Any]) -> tuple[str, CallbackAnswer]:
         reason = self.failure_reason(context, message)
-        return "failure", self.hook.send_step_failure(token, reason, answer_request_token(token, "failure"))
+        return "failure", self.hook.send_step_failure(token, reason)
 
 
 class AnswerOverdueCallbacksOperator(AwsBaseOperator[SageMakerPipelineHook]):

@@ -34,16 +34,23 @@ pipeline's parameters and their types, and nothing is started.
 Stopped fail the task (``allow_stopped=True`` accepts Stopped). ``ResourceLimitExceeded`` at start (too many
 running executions) waits with backoff — deferred when deferrable — instead of failing.
 
-**Kill** (``stop_on_kill=True``) stops the execution this task instance started (or re-attached to):
+**Kill** (``stop_on_kill=True``) stops the execution this task instance started (or re-attached to), and
+only on a real kill (the rules: :mod:`~sagemaker_pipelines_provider.triggers.kill`):
 
 - synchronous: ``on_kill``. Airflow calls it on SIGTERM (mark failed / success, clear, DAG run timeout:
   the supervisor terminates the task) and on ``execution_timeout``;
 - deferred: the trigger's ``on_kill``. Airflow 3.3's triggerer calls it when it cancels a trigger whose
   task instance left the deferred state by a user action or the scheduler (mark failed / success, clear,
-  DAG run timeout). ``execution_timeout`` is not enforced by Airflow while deferred, so it becomes the
-  trigger's ``deadline``: at the deadline the trigger stops the execution and the task fails with a
-  timeout. The deferral ``timeout`` (deadline + 2 min) is a backstop: if the scheduler times the deferral
-  out (no ``on_kill`` then), :meth:`resume_execution` stops the execution on the worker;
+  DAG run timeout) — and also when it lost the trigger to another triggerer, which is why the trigger
+  first checks that the task instance is no longer deferred. ``execution_timeout`` is not enforced by
+  Airflow while deferred, so it becomes the trigger's ``deadline``: at the deadline the trigger stops the
+  execution and the task fails with a timeout. The deferral ``timeout`` (deadline + 2 min) is a backstop:
+  if the scheduler times the deferral out (no ``on_kill`` then), :meth:`resume_execution` stops the
+  execution on the worker;
+- deferred in the task's own process (``dag.test()`` / ``airflow dags test`` run the trigger in line): a
+  SIGTERM reaches this operator's ``on_kill`` through the handler Airflow's task runner leaves installed;
+  it stops the execution, then ends the process (exit status 143) instead of letting the wait go on. A
+  SIGTERM of a worker process after its task deferred (the wait is the triggerer's now) stops nothing;
 - not covered: a worker killed with SIGKILL / lost (no code runs: the next try re-attaches), a kill while
   the trigger is not running in any triggerer, a kill between the start call and the ARN being known
   (the next try re-attaches through the token), a triggerer restart or hand-over (on purpose: the
@@ -57,6 +64,7 @@ The ARN is also pushed under the XCom key ``pipeline_execution_arn`` as soon as 
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -77,6 +85,7 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
     step_transitions,
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
+from sagemaker_pipelines_provider.triggers.kill import is_waited_on_here
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
 from sagemaker_pipelines_provider.utils.backoff import (
     BackoffPolicy,
@@ -196,6 +205,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self.backoff_policy = backoff_policy
         self._execution_arn: str | None = None
         self._identity: tuple[str, str, str, int] | None = None
+        #: True from the moment this task defers until it resumes: its wait is a trigger's then.
+        self._deferred = False
 
     @property
     def _hook_parameters(self) -> dict[str, Any]:
@@ -223,6 +234,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
     # entry points
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        self._deferred = False
         deadline = None
         if self.execution_timeout:
             deadline = (dt.datetime.now(dt.UTC) + self.execution_timeout).isoformat()
@@ -255,6 +267,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also stop the execution when Airflow times the deferral out (the triggerer missed the deadline)."""
+        self._deferred = False
         if next_method == "__fail__" and (next_kwargs or {}).get("error") == "Trigger timeout":
             arn = StartState.load(context).arn
             if arn:
@@ -264,10 +277,32 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
-        """Stop the execution this task started or re-attached to (``stop_on_kill``); never raises."""
+        """Stop the execution this task started or re-attached to (``stop_on_kill``).
+
+        Never raises, except :class:`SystemExit` (143) after stopping when the task was deferred and its
+        trigger waits in this very process (``dag.test()``): Airflow's task runner calls ``on_kill`` from
+        the SIGTERM handler it leaves installed, and would otherwise let the wait go on. When the task was
+        deferred and its wait is not here (a worker process winding down after deferring), a SIGTERM of
+        the process is no kill of the task: the execution keeps running and the triggerer keeps waiting.
+        """
         arn = self._execution_arn
         if not (self.stop_on_kill and arn):
             return
+        if not self._deferred:
+            self._stop(arn)
+            return
+        if not is_waited_on_here(arn):
+            self.log.info(
+                "This process was killed after the task deferred: execution %s keeps running; the trigger "
+                "stops it only if the task instance itself is killed",
+                arn,
+            )
+            return
+        self._stop(arn)
+        self.log.info("Killed while waiting for %s in this process: ending the process", arn)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    def _stop(self, arn: str) -> None:
         try:
             stopped = self.hook.stop_pipeline_execution(arn, client_request_token=self._stop_token(arn))
             self.log.info("%s pipeline execution %s", "Stopped" if stopped else "Already ended:", arn)
@@ -377,6 +412,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             what,
             delay,
         )
+        self._deferred = True
         self.defer(
             trigger=TimeDeltaTrigger(dt.timedelta(seconds=delay)),
             method_name="resume_after_capacity_wait",
@@ -416,23 +452,21 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         if deadline:
             left = dt.datetime.fromisoformat(deadline) - dt.datetime.now(dt.UTC)
             timeout = max(left, dt.timedelta(0)) + DEFERRAL_TIMEOUT_GRACE
-        self.defer(
-            trigger=PipelineExecutionTrigger(
-                arn,
-                aws_conn_id=self.aws_conn_id,
-                region_name=self.region_name,
-                verify=self.verify,
-                botocore_config=self.botocore_config,
-                poll_interval=self.poll_interval,
-                allow_stopped=self.allow_stopped,
-                stop_on_kill=self.stop_on_kill,
-                stop_token=self._stop_token(arn),
-                deadline=deadline,
-                step_types=self._step_types(),
-            ),
-            method_name="execute_complete",
-            timeout=timeout,
+        trigger = PipelineExecutionTrigger(
+            arn,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            poll_interval=self.poll_interval,
+            allow_stopped=self.allow_stopped,
+            stop_on_kill=self.stop_on_kill,
+            stop_token=self._stop_token(arn),
+            deadline=deadline,
+            step_types=self._step_types(),
         )
+        self._deferred = True  # from here on a kill of this process is not necessarily a kill of the task
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
 
     def _wait_polling(self, arn: str) -> dict[str, Any]:
         hook = self.hook

@@ -5,7 +5,11 @@ Contract (the "no-loss rule" of callback handling):
 - the matching message is **claimed, not deleted**: it is hidden for ``visibility_timeout`` seconds and
   returned; the tasks after the sensor keep it hidden while they work
   (:mod:`sagemaker_pipelines_provider.callbacks.lease`), and the answer operators delete it only after its
-  token was answered (or reported already answered);
+  token was answered (or reported already answered). Deferred, the claim taken in the triggerer is renewed
+  when the task resumes; if it lapsed meanwhile, the sensor waits again (the message comes back);
+- a matching message whose token is already answered (a duplicate, a late copy) is deleted instead of
+  returned, and the sensor keeps waiting (:mod:`sagemaker_pipelines_provider.callbacks.liveness`: one
+  ListPipelineExecutionSteps per candidate message; when that cannot be told, the message is returned);
 - messages that do not match are made visible again at once; malformed ones (not JSON, no token) are logged
   once and left to the queue's redrive policy; neither is ever deleted here;
 - on retry the sensor simply waits again: a message it claimed before a crash comes back after its
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
@@ -35,17 +40,20 @@ from airflow.providers.common.compat.sdk import AirflowException, conf
 from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from sagemaker_pipelines_provider.callbacks.liveness import LiveBatch, TokenState
 from sagemaker_pipelines_provider.callbacks.message import (
     MALFORMED_LOG,
+    CallbackMessage,
     CallbackRoute,
     describe,
-    plan_batch,
+    mask_token,
 )
 from sagemaker_pipelines_provider.hooks.callback_queue import (
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_TIME_SECONDS,
     CallbackQueueHook,
 )
+from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback import (
     DEFAULT_INSPECT_VISIBILITY_TIMEOUT,
     DEFAULT_VISIBILITY_TIMEOUT,
@@ -169,7 +177,10 @@ class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
         )
         if not raw:
             return PokeReturnValue(False)
-        plan = plan_batch(raw, self.queue_url, [self.route])
+        batch = LiveBatch(raw, self.queue_url, [self.route])
+        while todo := batch.unchecked():
+            batch.record({m.token: self._token_state(m) for m in todo})
+        plan = batch.plan
         for error in plan.malformed:
             MALFORMED_LOG.report(self.log, error, self.queue_url)  # type: ignore[arg-type]
         release = [m.receipt_handle for m in plan.release]
@@ -184,9 +195,37 @@ class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
         finally:
             if release:
                 hook.release(self.queue_url, release)
+            for message in plan.settled:
+                if hook.delete(self.queue_url, message.receipt_handle):
+                    self.log.info("Deleted %s: its token is already answered", describe(message))
         if result is None:
             return PokeReturnValue(False)
         return PokeReturnValue(True, self._deliver(context, result))
+
+    @cached_property
+    def sagemaker_hook(self) -> SageMakerPipelineHook:
+        """The SageMaker hook (same connection settings) that checks whether a token still waits."""
+        return SageMakerPipelineHook(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        )
+
+    def _token_state(self, message: CallbackMessage) -> TokenState:
+        """Whether the message's token still waits (UNKNOWN when that cannot be told: hand it over)."""
+        if not message.pipeline_execution_arn:
+            return TokenState.UNKNOWN
+        try:
+            return self.sagemaker_hook.callback_token_state(message.pipeline_execution_arn, message.token)
+        except Exception as err:  # the answer settles it later: refused as already answered, then deleted
+            self.log.warning(
+                "Could not check whether callback token %s is still waiting (%s: %s); taking it unchecked",
+                mask_token(message.token),
+                type(err).__name__,
+                err,
+            )
+            return TokenState.UNKNOWN
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired; return the claimed message's result dict."""
@@ -211,6 +250,17 @@ class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
             result.get("pipeline_execution_arn"),
             result.get("status") or "waiting",
         )
+        # The claim was taken in the triggerer, before the task resumed: renew it now. A claim that lapsed
+        # meanwhile (the message is visible again, or was received elsewhere: this receipt handle no longer
+        # deletes it) is not worth handing downstream: wait again, the message comes back.
+        if not self.hook.change_visibility(
+            str(result["queue_url"]), str(result["receipt_handle"]), self.visibility_timeout
+        ):
+            self.log.warning(
+                "The claim on callback message %s lapsed before this task resumed; waiting for it again",
+                result.get("message_id"),
+            )
+            return self.execute(context)
         return self._deliver(context, result)
 
     def _deliver(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +47,10 @@ from airflow.sdk.bases.decorator import _TaskDecorator
 from airflow.sdk.definitions.xcom_arg import XComArg
 
 from sagemaker_pipelines_provider.callbacks import lease
+from sagemaker_pipelines_provider.callbacks.liveness import TokenState
 from sagemaker_pipelines_provider.callbacks.message import STOPPING, mask_token
 from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.operators.callback import (
     SendCallbackFailureOperator,
     SendCallbackSuccessOperator,
@@ -91,10 +94,15 @@ class CallbackArguments:
     def message(self) -> XComArg:
         return self._wait.output
 
-    def template(self, name: str, default: Any = None) -> str:
-        """``{{ ... }}`` rendering to argument ``name`` of the message (``default`` when it is absent)."""
+    def template(self, name: str, default: str | int | float | bool | None = None) -> str:
+        """``{{ ... }}`` rendering to argument ``name`` of the message (``default`` when it is absent).
+
+        ``default`` is written into the expression as a Jinja literal and renders as Jinja renders it:
+        ``None`` -> ``"None"``, ``True`` -> ``"True"``, ``3`` -> ``"3"``, a string as itself (never
+        rendered again). Containers are refused: map their parts one by one.
+        """
         pull = f"ti.xcom_pull(task_ids={json.dumps(self.wait_task_id)}, key={json.dumps(ARGUMENTS_XCOM_KEY)})"
-        return f"{{{{ ({pull} or {{}}).get({json.dumps(name)}, {json.dumps(default)}) }}}}"
+        return f"{{{{ ({pull} or {{}}).get({json.dumps(name)}, {jinja_literal(default)}) }}}}"
 
     @property
     def execution_arn_template(self) -> str:
@@ -102,10 +110,36 @@ class CallbackArguments:
         return f"{{{{ ti.xcom_pull(task_ids={json.dumps(self.wait_task_id)})['pipeline_execution_arn'] }}}}"
 
 
-def hold_claimed_message(context: Context, wait_task_id: str, hook_params: Mapping[str, Any]) -> None:
-    """Pre-execute hook of every work task: lease the claimed message, or skip when the execution stops.
+def jinja_literal(value: str | int | float | bool | None) -> str:
+    """``value`` as a Jinja expression literal (JSON's ``null``/``true`` are undefined names in Jinja).
 
-    No message (the wait task pushed none) is not an error: there is nothing to hold.
+    :raises TypeError: for anything but None, a bool, a finite number or a string.
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a double-quoted literal; its escapes are Jinja's too
+    raise TypeError(
+        f"an argument template's default must be None, a string, a bool or a finite number, got "
+        f"{type(value).__name__}: {value!r}"
+    )
+
+
+def hold_claimed_message(context: Context, wait_task_id: str, hook_params: Mapping[str, Any]) -> None:
+    """Pre-execute hook of every work task: lease the claimed message, or skip the work when it is moot.
+
+    Skipped: the execution is stopping (a ``Stopping`` message), or the token is already answered (by
+    another handler that got a copy of the message: the work would be done twice for nothing; checked with
+    :meth:`~sagemaker_pipelines_provider.hooks.pipeline.SageMakerPipelineHook.callback_token_state`, and
+    run anyway when that cannot be told). The group's answer task then answers (refused as already
+    answered) and deletes the message. No message (the wait task pushed none) is not an error: there is
+    nothing to hold.
     """
     message = context["ti"].xcom_pull(task_ids=wait_task_id)
     if not isinstance(message, Mapping) or not message.get("receipt_handle"):
@@ -124,14 +158,25 @@ def hold_claimed_message(context: Context, wait_task_id: str, hook_params: Mappi
         token=str(message.get("token") or ""),
     )
     if held.gone:
-        # Answered and deleted by another handler, or (real SQS) back on the queue / received again
-        # elsewhere. Either way the work may go on: its answer is idempotent, and refused as already
-        # answered if another handler answered first.
+        # Answered and deleted by another handler, or back on the queue / received again elsewhere. The
+        # work may go on unless the token is answered already (checked below): its answer is idempotent.
         log.warning(
             "The callback message of token %s could not be held (gone from the queue under this receipt "
-            "handle); running the work anyway, its answer is idempotent",
+            "handle); its answer will sweep the queue for copies",
             mask_token(message.get("token")),
         )
+    arn, token = message.get("pipeline_execution_arn"), message.get("token")
+    if arn and token:
+        try:
+            state = SageMakerPipelineHook(**hook_params).callback_token_state(str(arn), str(token))
+        except Exception as err:  # cannot tell: do the work, its answer is idempotent
+            log.warning("Could not check whether callback token %s still waits: %s", mask_token(token), err)
+            state = TokenState.UNKNOWN
+        if state is TokenState.SETTLED:
+            raise AirflowSkipException(
+                f"Callback token {mask_token(token)} of {arn} is already answered (another handler got a "
+                "copy of its message): work skipped; the group's answer task deletes the message"
+            )
 
 
 def _attach_hold(task: Any, wait_task_id: str, hook_params: Mapping[str, Any]) -> None:

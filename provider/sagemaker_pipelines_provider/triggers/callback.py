@@ -219,9 +219,10 @@ class CallbackMessageEventTrigger(_CallbackTriggerArgs, BaseEventTrigger):
     message is **not** deleted: it stays hidden for ``visibility_timeout`` seconds — size it to the time
     from the event to the handler run's first task, which extends it from then on — and is deleted by the
     handler run once the token is answered. No-loss rule: if the event is not persisted, the run not
-    created, or the handler dies, the message comes back and fires a new event. Duplicates (a message
-    delivered twice, a slow handler) cause a second run whose answer SageMaker refuses as already
-    answered; that run then deletes its copy.
+    created, or the handler dies, the message comes back and fires a new event. A copy of a message whose
+    token is already answered fires no event: the receiver deletes it. A duplicate received while the
+    token still waits (a slow handler) causes a second run; its work is skipped once the token is answered
+    and its answer, refused as already answered, deletes its copy.
     """
 
     def __init__(self, **kwargs: Any) -> None:

@@ -8,14 +8,21 @@ routes them with :func:`~sagemaker_pipelines_provider.callbacks.message.plan_bat
 
 Lifecycle: receivers are process-level helpers keyed by (event loop, connection, region, queue URL ...),
 created lazily inside the running event loop by :func:`get_receiver` on the first waiter, and ending by
-themselves when the last waiter leaves (the next waiter creates a new one). A receiver never outlives its
-event loop, so ``dag.test()`` — which runs each trigger in its own ``asyncio.run`` — gets a fresh one each
-time.
+themselves when the last waiter leaves (the next waiter creates a new one). Closing the receiver's client
+awaits; a waiter that registers meanwhile is served by a new client opened once the old one is closed. A
+receiver never outlives its event loop, so ``dag.test()`` — which runs each trigger in its own
+``asyncio.run`` — gets a fresh one each time.
 
 Delivery contract (what the waiters and the queue see):
 
-- a message matching a waiter is *claimed*: hidden for the waiter's ``visibility_timeout`` and handed
+- a message matching a waiter is first checked: is its token still waiting
+  (:mod:`~sagemaker_pipelines_provider.callbacks.liveness`, one ListPipelineExecutionSteps)? If so — or
+  if that cannot be told — it is *claimed*: hidden for the waiter's ``visibility_timeout`` and handed
   over; it is **never deleted here** (the answer operators delete it once its token is answered);
+- a message whose token is already answered (an SQS duplicate, a late ``Stopping`` copy, a copy whose
+  claim lapsed before its answer) is **deleted** and goes to no waiter: the waiter keeps waiting for a
+  live message (of the same batch, if one matches); further copies of a token found answered are deleted
+  without another check;
 - valid messages no waiter takes, and further copies of a claimed token, are made visible again at once
   (other consumers are not starved; the answer's sweep finds the copies);
 - malformed messages are logged once per process and left as received (hidden for
@@ -48,17 +55,19 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagemaker_pipelines_provider.callbacks.liveness import LiveBatch, TokenState
 from sagemaker_pipelines_provider.callbacks.message import (
     MALFORMED_LOG,
     CallbackMessage,
     CallbackRoute,
     describe,
-    plan_batch,
 )
 from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy, Retryable
 from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
@@ -98,6 +107,13 @@ class ReceiverKey:
             aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=config
         )
 
+    def sagemaker_hook(self) -> SageMakerPipelineHook:
+        """A SageMaker hook for this key's connection settings (to check whether a token still waits)."""
+        config = json.loads(self.botocore_config) or None
+        return SageMakerPipelineHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=config
+        )
+
 
 @dataclass(eq=False)
 class _Waiter:
@@ -119,11 +135,16 @@ class QueueReceiver:
         *,
         inspect_visibility_timeout: int = 30,
         hook_factory: Callable[[], CallbackQueueHook] | None = None,
+        sagemaker_hook_factory: Callable[[], SageMakerPipelineHook] | None = None,
         on_exit: Callable[[QueueReceiver], None] | None = None,
     ) -> None:
         self.key = key
         self.inspect_visibility_timeout = inspect_visibility_timeout
         self._hook_factory = hook_factory or key.hook
+        self._sagemaker_hook_factory = sagemaker_hook_factory or key.sagemaker_hook
+        self._sagemaker: tuple[SageMakerPipelineHook, Any] | None = None
+        self._clients: AsyncExitStack | None = None
+        self._check_failed_logged = False
         self._on_exit = on_exit
         self._waiters: dict[int, _Waiter] = {}
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +153,7 @@ class QueueReceiver:
         self.receives = 0
         self.claimed = 0
         self.released = 0
+        self.settled_deleted = 0
 
     @property
     def waiting(self) -> int:
@@ -179,51 +201,13 @@ class QueueReceiver:
         return [w for w in self._waiters.values() if not w.future.done()]
 
     async def _run(self) -> None:
-        hook = self._hook_factory()
-        idle_rounds = 0
         try:
-            async with hook.async_client() as client:
-                while True:
-                    if self._orphans:
-                        orphans, self._orphans = self._orphans, []
-                        await self._release_handles(hook, client, orphans)
-                    waiters = self._open_waiters()
-                    if not waiters:
-                        if not self._waiters and not self._orphans:
-                            return
-                        await asyncio.sleep(0)
-                        continue
-                    self._wake.clear()
-                    wait_time = min(w.wait_time_seconds for w in waiters)
-                    try:
-                        raw = await hook.areceive(
-                            client,
-                            self.key.queue_url,
-                            wait_time_seconds=wait_time,
-                            visibility_timeout=self.inspect_visibility_timeout,
-                        )
-                    except Exception as err:
-                        self._fail_waiters(err)
-                        return
-                    self.receives += 1
-                    if not raw:
-                        idle_rounds = 0
-                        continue
-                    matched, released = await self._route(hook, client, raw)
-                    # let resolved waiters leave before deciding whether to receive again
-                    await asyncio.sleep(0)
-                    if matched or not released:
-                        # served someone, or saw only malformed messages (now hidden for the inspection
-                        # timeout, so the next receive sees other messages): receive again at once
-                        idle_rounds = 0
-                        continue
-                    delay = IDLE_POLICY.delay(idle_rounds, Retryable.TRANSIENT)
-                    idle_rounds += 1
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                        idle_rounds = 0
-                    except TimeoutError:
-                        pass
+            # Re-checked after the client closed: a waiter (or an orphan to release) may arrive while its
+            # exit awaits, and this task is still "running" then, so wait_for did not start another one.
+            while True:
+                await self._session()
+                if not self._open_waiters() and not self._orphans:
+                    return  # no await between this check and on_exit: nobody can register in between
         except asyncio.CancelledError:
             raise
         except Exception as err:  # never leave waiters hanging on a dead receiver
@@ -232,6 +216,61 @@ class QueueReceiver:
         finally:
             if self._on_exit is not None:
                 self._on_exit(self)
+
+    async def _session(self) -> None:
+        """One client's life: receive and route while waiters are open; return when none is left."""
+        hook = self._hook_factory()
+        async with AsyncExitStack() as clients:
+            client = await clients.enter_async_context(hook.async_client())
+            self._clients, self._sagemaker = clients, None  # the SageMaker client is opened on first use
+            try:
+                await self._receive_while_waited(hook, client)
+            finally:
+                self._clients, self._sagemaker = None, None
+
+    async def _receive_while_waited(self, hook: CallbackQueueHook, client: Any) -> None:
+        idle_rounds = 0
+        while True:
+            if self._orphans:
+                orphans, self._orphans = self._orphans, []
+                await self._release_handles(hook, client, orphans)
+            waiters = self._open_waiters()
+            if not waiters:
+                if not self._waiters and not self._orphans:
+                    return
+                await asyncio.sleep(0)
+                continue
+            self._wake.clear()
+            wait_time = min(w.wait_time_seconds for w in waiters)
+            try:
+                raw = await hook.areceive(
+                    client,
+                    self.key.queue_url,
+                    wait_time_seconds=wait_time,
+                    visibility_timeout=self.inspect_visibility_timeout,
+                )
+            except Exception as err:
+                self._fail_waiters(err)
+                return
+            self.receives += 1
+            if not raw:
+                idle_rounds = 0
+                continue
+            progressed, released = await self._route(hook, client, raw)
+            # let resolved waiters leave before deciding whether to receive again
+            await asyncio.sleep(0)
+            if progressed or not released:
+                # served someone or deleted settled copies, or saw only malformed messages (now hidden for
+                # the inspection timeout, so the next receive sees other messages): receive again at once
+                idle_rounds = 0
+                continue
+            delay = IDLE_POLICY.delay(idle_rounds, Retryable.TRANSIENT)
+            idle_rounds += 1
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                idle_rounds = 0
+            except TimeoutError:
+                pass
 
     def _fail_waiters(self, error: BaseException) -> None:
         for waiter in list(self._waiters.values()):
@@ -247,12 +286,52 @@ class QueueReceiver:
         except Exception as err:  # they come back after their visibility timeout anyway
             log.warning("Could not release %d message(s) on %s: %s", len(handles), self.key.queue_url, err)
 
+    async def _token_state(self, message: CallbackMessage) -> TokenState:
+        """Whether the message's token still waits (UNKNOWN when that cannot be told: hand it over)."""
+        if not message.pipeline_execution_arn or self._clients is None:
+            return TokenState.UNKNOWN
+        try:
+            if self._sagemaker is None:
+                sagemaker = self._sagemaker_hook_factory()
+                self._sagemaker = sagemaker, await self._clients.enter_async_context(sagemaker.async_client())
+            sagemaker, client = self._sagemaker
+            return await sagemaker.acallback_token_state(
+                message.pipeline_execution_arn, message.token, client=client
+            )
+        except Exception as err:  # the answer settles it later: refused as already answered, then deleted
+            if not self._check_failed_logged:
+                self._check_failed_logged = True
+                log.warning(
+                    "Could not check whether callback tokens on %s are still waiting (%s: %s); handing "
+                    "messages over unchecked (needs sagemaker:ListPipelineExecutionSteps and "
+                    "sagemaker:DescribePipelineExecution)",
+                    self.key.queue_url,
+                    type(err).__name__,
+                    err,
+                )
+            return TokenState.UNKNOWN
+
+    async def _delete_settled(
+        self, hook: CallbackQueueHook, client: Any, messages: Sequence[CallbackMessage]
+    ) -> None:
+        for message in messages:
+            try:
+                if await hook.adelete(client, self.key.queue_url, message.receipt_handle):
+                    self.settled_deleted += 1
+                    log.info("Deleted %s: its token is already answered", describe(message))
+            except Exception as err:  # it comes back, and is found settled again
+                log.warning("Could not delete %s: %s", describe(message), err)
+
     async def _route(
         self, hook: CallbackQueueHook, client: Any, raw: Sequence[dict[str, Any]]
     ) -> tuple[bool, int]:
-        """Claim what matches, release the rest; (at least one waiter served, messages released)."""
+        """Claim what matches, delete what is settled, release the rest; (progress made, released)."""
         order = sorted(self._open_waiters(), key=lambda w: w.seq)
-        plan = plan_batch(raw, self.key.queue_url, [w.route for w in order])
+        batch = LiveBatch(raw, self.key.queue_url, [w.route for w in order])
+        while todo := batch.unchecked():
+            states = await asyncio.gather(*(self._token_state(m) for m in todo))
+            batch.record({m.token: state for m, state in zip(todo, states, strict=True)})
+        plan = batch.plan
         for error in plan.malformed:
             MALFORMED_LOG.report(log, error, self.key.queue_url)
         release = [m.receipt_handle for m in plan.release]
@@ -278,6 +357,7 @@ class QueueReceiver:
                 if waiter.future.done():  # cancelled while we were claiming
                     release.append(message.receipt_handle)
             await self._release_handles(hook, client, release)
+            await self._delete_settled(hook, client, plan.settled)
         served = False
         for waiter, message in filter(None, claimed):
             if waiter.future.done():
@@ -286,7 +366,7 @@ class QueueReceiver:
             waiter.future.set_result(message)
             self.claimed += 1
             served = True
-        return served, len(release)
+        return served or bool(plan.settled), len(release)
 
 
 # -------------------------------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn``:
 
 Kill: when a user acts on the deferred task (mark failed / success, clear) or its DAG run times out,
 Airflow's triggerer cancels the trigger and calls :meth:`PipelineExecutionTrigger.on_kill`, which stops
-the execution when ``stop_on_kill`` is set. ``cleanup`` (every exit, including triggerer restarts and
-redistribution) only releases the subscription: it never stops the execution.
+the execution when ``stop_on_kill`` is set and Airflow confirms that the task instance left the DEFERRED
+state (the triggerer calls ``on_kill`` on a mere hand-over to another triggerer too: see
+:mod:`~sagemaker_pipelines_provider.triggers.kill`). ``cleanup`` (every exit, including triggerer restarts
+and redistribution) only releases the subscription: it never stops the execution.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
     failure_message,
     pipeline_name_from_arn,
     step_transitions,
+)
+from sagemaker_pipelines_provider.triggers.kill import (
+    run_to_the_end,
+    task_instance_left_deferred,
+    waiting_here,
 )
 from sagemaker_pipelines_provider.triggers.poller import (
     ExecutionStatusPoller,
@@ -153,42 +160,45 @@ class PipelineExecutionTrigger(BaseTrigger):
         seen_steps: dict[str, str] = {}
         last: ExecutionUpdate | None = None
         # No await between get_poller and subscribe: the poller cannot end in between.
-        async with poller.subscribe(arn, self.poll_interval) as updates:
-            while True:
-                update = await self._next_update(updates)
-                if update is None:  # the deadline passed first
-                    yield await self._timeout_event(poller, seen_steps, last)
-                    return
-                if update.error is not None:
-                    yield self._error(f"Could not read the status of {arn}: {update.error}")
-                    return
-                try:
-                    outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
-                except ValueError as err:
-                    yield self._error(str(err))
-                    return
-                if last is not None and update.status == last.status:
+        with waiting_here(arn):  # an in-process wait (dag.test) lets a SIGTERM of the task stop it
+            async with poller.subscribe(arn, self.poll_interval) as updates:
+                while True:
+                    update = await self._next_update(updates)
+                    if update is None:  # the deadline passed first
+                        yield await self._timeout_event(poller, seen_steps, last)
+                        return
+                    if update.error is not None:
+                        yield self._error(f"Could not read the status of {arn}: {update.error}")
+                        return
+                    try:
+                        outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
+                    except ValueError as err:
+                        yield self._error(str(err))
+                        return
+                    if last is not None and update.status == last.status:
+                        last = update
+                        continue
                     last = update
-                    continue
-                last = update
-                self.log.info("Pipeline execution %s is %s", arn, update.status)
-                steps = await self._list_steps(poller, seen_steps)
-                if outcome is Outcome.RUNNING:
-                    continue
-                result = await self._result(poller, steps, update)
-                if outcome is Outcome.SUCCESS:
-                    yield TriggerEvent({"status": "success", "pipeline_execution_arn": arn, "result": result})
-                else:
-                    message = failure_message(result)
-                    yield TriggerEvent(
-                        {
-                            "status": "failure",
-                            "pipeline_execution_arn": arn,
-                            "result": result,
-                            "message": message,
-                        }
-                    )
-                return
+                    self.log.info("Pipeline execution %s is %s", arn, update.status)
+                    steps = await self._list_steps(poller, seen_steps)
+                    if outcome is Outcome.RUNNING:
+                        continue
+                    result = await self._result(poller, steps, update)
+                    if outcome is Outcome.SUCCESS:
+                        yield TriggerEvent(
+                            {"status": "success", "pipeline_execution_arn": arn, "result": result}
+                        )
+                    else:
+                        message = failure_message(result)
+                        yield TriggerEvent(
+                            {
+                                "status": "failure",
+                                "pipeline_execution_arn": arn,
+                                "result": result,
+                                "message": message,
+                            }
+                        )
+                    return
 
     def _error(self, message: str) -> TriggerEvent:
         return TriggerEvent(
@@ -271,17 +281,35 @@ class PipelineExecutionTrigger(BaseTrigger):
         return stopped
 
     async def on_kill(self) -> None:
-        """The task was killed while deferred (user action or DAG run timeout): stop the execution.
+        """Airflow cancelled the trigger as a user action: stop the execution if the task was killed.
 
-        Only when ``stop_on_kill`` (the operator that started the execution sets it). Airflow bounds this
-        call (``[triggerer] on_kill_timeout``, 30 s by default); the stop's own retry budget is shorter.
+        Only when ``stop_on_kill`` (the operator that started the execution sets it) and Airflow reports
+        the task instance out of the DEFERRED state (marked failed / success, cleared, DAG run timed out
+        or deleted). Airflow 3.3's triggerer also calls ``on_kill`` when it merely lost the trigger to
+        another triggerer, the task instance still deferred: the execution keeps running then (see
+        :mod:`~sagemaker_pipelines_provider.triggers.kill`). The check and the stop run to their end even
+        when Airflow cancels ``on_kill`` again or times it out.
         """
         if not self.stop_on_kill:
             self.log.info(
                 "Task killed; execution %s left running (stop_on_kill=False)", self.pipeline_execution_arn
             )
             return
-        await self._stop()
+        await run_to_the_end(self._stop_if_killed())
+
+    async def _stop_if_killed(self) -> None:
+        arn = self.pipeline_execution_arn
+        killed, why = await task_instance_left_deferred(self.task_instance)
+        if not killed:
+            self.log.info(
+                "Trigger cancelled but the task was not killed: %s; execution %s keeps running", why, arn
+            )
+            return
+        self.log.info("Task killed (%s): stopping execution %s", why, arn)
+        try:
+            await self._stop()
+        except Exception:
+            self.log.exception("Could not stop pipeline execution %s; stop it from the console", arn)
 
     async def cleanup(self) -> None:
         """Release nothing but local resources: the subscription is left by exiting ``run``.
