@@ -34,7 +34,6 @@ from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 from sagemaker_pipelines_provider.assets import emit_model_event, model_package_group_asset
 from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
-from sagemaker_pipelines_provider.task_groups.chain import poll_interval_from_env
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
 
 POOL = os.environ.get("SMP_POOL", "sagemaker_pipelines")
@@ -86,7 +85,6 @@ with DAG(
         display_name="retraining-{{ data_interval(dag_run).start | ds_nodash }}",
         description="historical_retraining {{ data_interval(dag_run) | map('ds') | join(' to ') }}",
         deferrable=True,
-        poll_interval=poll_interval_from_env(),
         pool=POOL,
         max_active_tis_per_dag=MAX_CONCURRENT,
         backoff_policy=BackoffPolicy(capacity_base_delay=CAPACITY_BACKOFF, capacity_max_delay=60.0),

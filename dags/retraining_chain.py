@@ -18,8 +18,10 @@ Dates come from ``(dag_run.logical_date or dag_run.run_after)``: the logical dat
 run, and for a manual run without a logical date (Airflow 3's Trigger button, ``airflow dags trigger``) the
 time it was triggered — ``{{ ds }}`` is undefined in such a run.
 
-Configuration through the environment: ``SMP_POLL_INTERVAL`` (seconds between status polls, default 30),
-``SMP_CALLBACK_QUEUE_URL``, ``SMP_POOL`` (default ``sagemaker_pipelines``).
+Configuration through the environment: ``SMP_CALLBACK_QUEUE_URL``, ``SMP_POOL`` (default
+``sagemaker_pipelines``). The pipeline tasks poll every ``[sagemaker_pipelines] default_poll_interval``
+seconds (the provider's Airflow option, default 30); the Glue job, the ECS task and the callback queue are
+polled at the same pace.
 """
 
 from __future__ import annotations
@@ -36,15 +38,15 @@ from sagemaker_pipelines_provider.task_groups.chain import (
     CallbackWork,
     execution_id_from_arn,
     pipeline_chain,
-    poll_interval_from_env,
 )
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 BUCKET = "sagemaker-local-demo"
 QUEUE_URL = os.environ.get(
     "SMP_CALLBACK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks"
 )
 POOL = os.environ.get("SMP_POOL", "sagemaker_pipelines")
-POLL = poll_interval_from_env()
+POLL = default_poll_interval()  # for the Glue, ECS and SQS waits
 MODELS = model_package_group_asset("demo-models")
 
 
@@ -93,7 +95,7 @@ with (
         tags=["sagemaker", "example", "chain"],
         doc_md=__doc__,
     ) as dag,
-    pipeline_chain("retrain", deferrable=True, poll_interval=POLL, pool=POOL) as chain,
+    pipeline_chain("retrain", deferrable=True, pool=POOL) as chain,
 ):
     features = chain.pipeline(
         "features",

@@ -20,7 +20,8 @@ DAG_FILE = Path(__file__).parent / "dags" / "daily_training.py"
 
 @pytest.fixture
 def daily_training(monkeypatch):
-    monkeypatch.setenv("SMP_POLL_INTERVAL", "0.1")  # poll fast; read when the DAG file is parsed
+    # poll fast: [sagemaker_pipelines] default_poll_interval, read when the DAG file is parsed
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL", "0.1")
     bag = DagBag(dag_folder=str(DAG_FILE))
     assert not bag.import_errors, bag.import_errors
     return bag.dags["daily_training"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
-FAST_ENV = {"SMP_POLL_INTERVAL": "0.2"}
+FAST_ENV = {"AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL": "0.2"}
 POOL = "sagemaker_pipelines"
 STEP_SECONDS = 0.05
 

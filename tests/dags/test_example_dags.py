@@ -1,8 +1,9 @@
 """Every example DAG of ``dags/`` runs green, in-process, against the local endpoint.
 
-The DAG files are parsed from the repository's ``dags/`` folder (as the dag processor would) with
-``SMP_POLL_INTERVAL`` set low, so the pipeline tasks poll every 0.2 s; the endpoint's simulated steps
-take 0.05 s.
+The DAG files are parsed from the repository's ``dags/`` folder (as the dag processor would) with the
+provider's option ``[sagemaker_pipelines] default_poll_interval`` set low
+(``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL`` = 0.2), so the pipeline tasks poll every 0.2 s;
+the endpoint's simulated steps take 0.05 s.
 """
 
 from __future__ import annotations

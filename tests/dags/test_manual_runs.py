@@ -24,7 +24,7 @@ DISPLAY_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,81}$")
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("SMP_POLL_INTERVAL", "0.2")
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL", "0.2")
     yield
     from sagemaker_pipelines_provider.callbacks import lease
 

@@ -222,6 +222,14 @@ def run_backfill_create(shell: Shell, command: str) -> None:
     ]
 
 
+def run_config_get_value(shell: Shell, command: str) -> None:
+    """The provider's option as Airflow reports it: the declared default, or the variable's value."""
+    if "AIRFLOW_HOME" not in shell.env:  # a user's Airflow home (no database needed to read the config)
+        shell.env["AIRFLOW_HOME"] = str(shell.scratch / "airflow-home")
+    value = re.match(r"AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL=(\S+) ", command)
+    assert shell.run(command).strip() == (value.group(1) if value else "30")
+
+
 _ENV_PREFIX = r"(?:[A-Z_][A-Z0-9_]*=\S* )*"
 
 #: (full-match pattern of a comment-stripped command, its runner or why it is skipped)
@@ -247,6 +255,11 @@ COMMANDS: list[tuple[str, Callable[[Shell, str], None] | Skip]] = [
     (r"sagemaker-pipelines-local seed .*", run_seed),
     (r"airflow pools set sagemaker_pipelines 4 .*", run_pools_set),
     (r"airflow backfill create --dag-id historical_retraining .*", run_backfill_create),
+    (
+        r"(?:AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL=\S+ )?"
+        r"airflow config get-value sagemaker_pipelines default_poll_interval",
+        run_config_get_value,
+    ),
 ]
 
 
@@ -340,7 +353,7 @@ def run_dag_block(
 
     local_aws = request.getfixturevalue("local_aws")
     dag_runner = request.getfixturevalue("dag_runner")
-    monkeypatch.setenv("SMP_POLL_INTERVAL", "0.2")
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL", "0.2")
     local_aws.seed()
     local_aws.controls.set_default_step_duration(0.05)
     path = tmp_path / "readme_dag.py"

@@ -96,7 +96,7 @@ from sagemaker_pipelines_provider.utils.backoff import (
     error_code,
     is_capacity_error,
 )
-from sagemaker_pipelines_provider.utils.poll_interval import poll_interval_from_env
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token
 
@@ -155,8 +155,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         steps' outputs from the latest successful execution). Templated.
     :param wait_for_completion: wait for a terminal status (True) or return once started (False).
     :param deferrable: wait in the triggerer; default from ``[operators] default_deferrable``.
-    :param poll_interval: seconds between status polls (default 30, or ``SMP_POLL_INTERVAL``: see
-        :mod:`~sagemaker_pipelines_provider.utils.poll_interval`).
+    :param poll_interval: seconds between status polls; default ``[sagemaker_pipelines]
+        default_poll_interval`` (30): see :mod:`~sagemaker_pipelines_provider.utils.poll_interval`.
     :param allow_stopped: a Stopped execution is a success instead of a failure.
     :param on_failed_retry: on a retry that finds this task's execution Failed: ``"resume"`` calls
         RetryPipelineExecution, ``"restart"`` starts a fresh execution.
@@ -203,7 +203,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self.selective_steps = selective_steps
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = poll_interval if poll_interval is not None else poll_interval_from_env()
+        self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
         self.allow_stopped = allow_stopped
         self.on_failed_retry = on_failed_retry
         self.stop_on_kill = stop_on_kill

@@ -25,10 +25,7 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
-from sagemaker_pipelines_provider.utils.poll_interval import (
-    DEFAULT_SENSOR_POKE_INTERVAL,
-    poll_interval_from_env,
-)
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 
 if TYPE_CHECKING:
@@ -48,6 +45,8 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
 
     ``poke_interval``, ``timeout``, ``mode`` and the other ``BaseSensorOperator`` arguments apply; in
     deferrable mode ``poke_interval`` is the trigger's poll interval and ``timeout`` the deferral timeout.
+    ``poke_interval`` defaults to ``[sagemaker_pipelines] default_poll_interval`` (30 s), not to Airflow's
+    60 s (:mod:`~sagemaker_pipelines_provider.utils.poll_interval`).
     """
 
     aws_hook_class = SageMakerPipelineHook
@@ -63,7 +62,7 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("poke_interval", poll_interval_from_env(DEFAULT_SENSOR_POKE_INTERVAL))
+        kwargs.setdefault("poke_interval", default_poll_interval())
         super().__init__(**kwargs)
         self.pipeline_execution_arn = cast(str, pipeline_execution_arn)  # a str once rendered
         self.allow_stopped = allow_stopped

@@ -55,10 +55,7 @@ from sagemaker_pipelines_provider.triggers.pipeline_step import (
     step_payload,
 )
 from sagemaker_pipelines_provider.utils.backoff import error_code
-from sagemaker_pipelines_provider.utils.poll_interval import (
-    DEFAULT_SENSOR_POKE_INTERVAL,
-    poll_interval_from_env,
-)
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import is_terminal
 from sagemaker_pipelines_provider.utils.step_status import StepVerdict, step_verdict
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token
@@ -131,8 +128,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     :param aws_conn_id: Airflow AWS connection (``aws_default``); ``region_name``, ``verify`` and
         ``botocore_config`` as on every Amazon provider sensor.
 
-    ``poke_interval`` is the poll interval in every mode; ``timeout`` bounds the wait (the deferral
-    timeout when deferred).
+    ``poke_interval`` is the poll interval in every mode (default ``[sagemaker_pipelines]
+    default_poll_interval``, 30 s); ``timeout`` bounds the wait (the deferral timeout when deferred).
     """
 
     aws_hook_class = SageMakerPipelineHook
@@ -151,7 +148,7 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("poke_interval", poll_interval_from_env(DEFAULT_SENSOR_POKE_INTERVAL))
+        kwargs.setdefault("poke_interval", default_poll_interval())
         super().__init__(**kwargs)
         self.pipeline_execution_arn = cast(str, pipeline_execution_arn)  # a str once rendered
         self.step_name = step_name

@@ -50,8 +50,9 @@ argument: a list of dicts, or an XComArg resolving to one (``upstream.output.map
 ``execution_arns``.
 
 Defaults given to :func:`pipeline_chain` (``poll_interval``, ``deferrable``, ``pool``, ``aws_conn_id``...)
-apply to every pipeline task of the chain; :func:`poll_interval_from_env` reads ``SMP_POLL_INTERVAL`` so
-that tests and the local demo can poll fast without changing the DAG.
+apply to every pipeline task of the chain; without ``poll_interval``, the configuration option
+``[sagemaker_pipelines] default_poll_interval`` (30 s) applies (tests and the local demo set it low with
+``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL`` so that DAGs poll fast without being changed).
 """
 
 from __future__ import annotations
@@ -72,11 +73,7 @@ from sagemaker_pipelines_provider.references import (
     execution_id_from_arn,
 )
 from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
-from sagemaker_pipelines_provider.utils.poll_interval import (
-    DEFAULT_POLL_INTERVAL,
-    POLL_INTERVAL_ENV,
-    poll_interval_from_env,
-)
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -207,7 +204,8 @@ class PipelineChain:
 
     def _pipeline_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         merged = {**self.defaults, **kwargs}
-        merged.setdefault("poll_interval", poll_interval_from_env())
+        if merged.get("poll_interval") is None:
+            merged["poll_interval"] = default_poll_interval()
         return merged
 
     # -- links --------------------------------------------------------------------------------------------
@@ -270,7 +268,7 @@ class PipelineChain:
     ) -> PipelineLink:
         from sagemaker_pipelines_provider.task_groups.callback import callback_handler
 
-        poll_interval = float(kwargs.get("poll_interval", DEFAULT_POLL_INTERVAL))
+        poll_interval = float(kwargs["poll_interval"])
         start_kwargs = {k: v for k, v in kwargs.items() if k not in ("wait_for_completion",)}
         start = SageMakerPipelineOperator(
             task_id=tid,
@@ -352,7 +350,7 @@ def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
 
     ``defaults`` are :class:`~sagemaker_pipelines_provider.operators.pipeline.SageMakerPipelineOperator`
     arguments (``deferrable``, ``poll_interval``, ``pool``, ``aws_conn_id``, ``retries``...). Without
-    ``poll_interval``, :func:`poll_interval_from_env` decides.
+    ``poll_interval``, ``[sagemaker_pipelines] default_poll_interval`` applies.
 
     Use it as a context manager inside a DAG; set dependencies on the group (``chain.group``) or on the
     first/last links.
@@ -362,8 +360,6 @@ def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
 
 
 __all__ = [
-    "DEFAULT_POLL_INTERVAL",
-    "POLL_INTERVAL_ENV",
     "CallbackWork",
     "MappedPipelineLink",
     "PipelineChain",
@@ -372,5 +368,4 @@ __all__ = [
     "PipelineValueMissing",
     "execution_id_from_arn",
     "pipeline_chain",
-    "poll_interval_from_env",
 ]

@@ -267,8 +267,8 @@ class SageMakerPipelineTaskGroup(TaskGroup):
     :param parameters: execution parameters, templated (as on ``SageMakerPipelineOperator``);
         ``display_name``, ``description``, ``parallelism`` likewise.
     :param deferrable: step and result tasks (and the start task's capacity waits) defer (default True).
-    :param poll_interval: seconds between polls of every task of the group (default 30, or
-        ``SMP_POLL_INTERVAL``).
+    :param poll_interval: seconds between polls of every task of the group (default
+        ``[sagemaker_pipelines] default_poll_interval``, 30).
     :param allow_stopped: the result task accepts a Stopped execution.
     :param resume_failed: a new try (clear/retry) of a failed step task resumes the execution.
     :param start_kwargs: / :param step_kwargs: / :param result_kwargs: extra operator arguments for the
@@ -365,10 +365,10 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
         from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
         from sagemaker_pipelines_provider.sensors.pipeline_step import SageMakerPipelineStepSensor
-        from sagemaker_pipelines_provider.utils.poll_interval import poll_interval_from_env
+        from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
         if poll_interval is None:
-            poll_interval = poll_interval_from_env()
+            poll_interval = default_poll_interval()
         plan, definition = self.plan, self.definition
         with self:
             start = SageMakerPipelineOperator(
