@@ -8,6 +8,7 @@ users get: the suite runs its DAGs the way users are told to.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import tempfile
@@ -23,6 +24,10 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_home / 'airflow.db'}"
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
+# One Fernet key for this process and every Airflow process the tests start (triggerers, `airflow dags
+# test`): in unit-test mode each process would otherwise make up its own key unless airflow.cfg already
+# holds one, and a triggerer could not decrypt the trigger arguments this process wrote.
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Never let a test reach real AWS with whatever credentials the machine has.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
