@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check provider tests dags bench stack
-	$(BIN)/ruff format --check provider tests dags bench stack
+	$(BIN)/ruff check provider tests dags bench stack examples
+	$(BIN)/ruff format --check provider tests dags bench stack examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy provider/ stack/

@@ -19,13 +19,13 @@ import os
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
 from sagemaker_pipelines_provider.task_groups.callback import CallbackArguments, callback_handler
-from sagemaker_pipelines_provider.task_groups.chain import poll_interval_from_env
 from sagemaker_pipelines_provider.triggers.callback import CallbackMessageEventTrigger
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 QUEUE_URL = os.environ.get(
     "SMP_CALLBACK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks"
 )
-POLL = poll_interval_from_env()
+POLL = default_poll_interval()  # the ECS task's wait polls at the provider's pace
 
 CALLBACKS = Asset(
     "sagemaker-callbacks-scheduled-training",
@@ -45,7 +45,6 @@ def ecs_model_validation(args: CallbackArguments) -> EcsRunTaskOperator:
         task_id="validate_model",
         cluster="ml",
         task_definition="model-validation",
-        launch_type="FARGATE",
         overrides={
             "containerOverrides": [
                 {"name": "validate", "command": ["validate", "--model", args.template("model_artifacts")]}

@@ -43,6 +43,7 @@ with DAG(
             "AccuracyThreshold": "{{ params.accuracy_threshold }}",
             "ModelDataUrl": "{{ params.model_data_url }}",
         },
-        display_name="airflow-{{ ts_nodash }}",
+        # a manual run without a logical date (the Trigger button) has no ts_nodash: use when it was triggered
+        display_name="airflow-{{ (dag_run.logical_date or dag_run.run_after) | ts_nodash }}",
         poll_interval=5.0,
     )

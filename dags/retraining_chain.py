@@ -14,8 +14,14 @@ execution ARN and model package ARN (``retraining_consumer`` is scheduled on it)
 
 Resources (queue, pipelines, Glue job, ECS cluster/task definition) are those of
 ``sagemaker_pipelines_provider.local.seed``; run it against the local endpoint with ``make demo``.
-Configuration through the environment: ``SMP_POLL_INTERVAL`` (seconds between status polls, default 30),
-``SMP_CALLBACK_QUEUE_URL``, ``SMP_POOL`` (default ``sagemaker_pipelines``).
+Dates come from ``(dag_run.logical_date or dag_run.run_after)``: the logical date of a scheduled or backfill
+run, and for a manual run without a logical date (Airflow 3's Trigger button, ``airflow dags trigger``) the
+time it was triggered — ``{{ ds }}`` is undefined in such a run.
+
+Configuration through the environment: ``SMP_CALLBACK_QUEUE_URL``, ``SMP_POOL`` (default
+``sagemaker_pipelines``). The pipeline tasks poll every ``[sagemaker_pipelines] default_poll_interval``
+seconds (the provider's Airflow option, default 30); the Glue job, the ECS task and the callback queue are
+polled at the same pace.
 """
 
 from __future__ import annotations
@@ -32,15 +38,15 @@ from sagemaker_pipelines_provider.task_groups.chain import (
     CallbackWork,
     execution_id_from_arn,
     pipeline_chain,
-    poll_interval_from_env,
 )
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 BUCKET = "sagemaker-local-demo"
 QUEUE_URL = os.environ.get(
     "SMP_CALLBACK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks"
 )
 POOL = os.environ.get("SMP_POOL", "sagemaker_pipelines")
-POLL = poll_interval_from_env()
+POLL = default_poll_interval()  # for the Glue, ECS and SQS waits
 MODELS = model_package_group_asset("demo-models")
 
 
@@ -66,7 +72,6 @@ def ecs_model_validation(args: Any) -> EcsRunTaskOperator:
         task_id="validate_model",
         cluster="ml",
         task_definition="model-validation",
-        launch_type="FARGATE",
         overrides={
             "containerOverrides": [
                 {"name": "validate", "command": ["validate", "--model", args.template("model_artifacts")]}
@@ -90,12 +95,14 @@ with (
         tags=["sagemaker", "example", "chain"],
         doc_md=__doc__,
     ) as dag,
-    pipeline_chain("retrain", deferrable=True, poll_interval=POLL, pool=POOL) as chain,
+    pipeline_chain("retrain", deferrable=True, pool=POOL) as chain,
 ):
     features = chain.pipeline(
         "features",
-        parameters={"InputDataUrl": f"s3://{BUCKET}/raw/{{{{ ds }}}}/"},
-        display_name="features-{{ ds_nodash }}",
+        parameters={
+            "InputDataUrl": f"s3://{BUCKET}/raw/" + "{{ (dag_run.logical_date or dag_run.run_after) | ds }}/"
+        },
+        display_name="features-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
     )
     chain.add(
         GlueJobOperator(
@@ -114,7 +121,7 @@ with (
             "Epochs": 10,
             "ModelPackageGroupName": "demo-models",
         },
-        display_name="training-{{ ds_nodash }}",
+        display_name="training-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
         callback=CallbackWork(
             queue_url=QUEUE_URL,
             work=ecs_model_validation,
@@ -129,6 +136,6 @@ with (
             "AccuracyThreshold": 0.8,
             "ModelPackageGroupName": "demo-models",
         },
-        display_name="evaluation-{{ ds_nodash }}",
+        display_name="evaluation-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
     )
     chain.add(publish_model(MODELS, evaluation.result, step="RegisterEvaluatedModel"))

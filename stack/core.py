@@ -110,7 +110,8 @@ class Stack:
 
     ``variables``: what the compose file is interpolated with (default: ``.env`` and the shell, as
     Compose does; ``AIRFLOW_API_PORT``, ``SMP_LOCAL_PORT`` and the ``SMP_AWS_*`` settings come from
-    there). ``extra_env``: variables added to every Airflow service (tests: ``SMP_POLL_INTERVAL``).
+    there). ``extra_env``: variables added to every Airflow service (tests:
+    ``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL``).
     ``endpoint_args``: extra ``sagemaker-pipelines-local serve`` options (tests:
     ``--default-step-duration``).
     """

@@ -228,6 +228,22 @@ class AirflowApi:
         )
         return self.get(path, map_index=map_index, deserialize=True)["value"]
 
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> list[dict[str, Any]]:
+        """The whole log of one try (``GET .../taskInstances/{task}/logs/{try}``, ``full_content``): its
+        structured lines (``event``, ``level``, ``timestamp``, and ``error_detail`` on an exception)."""
+        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}"
+        answer = self.get(path, full_content=True, map_index=map_index)
+        return [line if isinstance(line, dict) else {"event": line} for line in answer["content"]]
+
+    def task_instance_links(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> dict[str, str | None]:
+        """The extra links of a task instance (``GET .../taskInstances/{task}/links``): name -> URL."""
+        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/links"
+        return dict(self.get(path, map_index=map_index)["extra_links"])
+
     def clear_task_instances(
         self, dag_id: str, run_id: str, task_ids: list[str], **options: Any
     ) -> dict[str, Any]:

@@ -65,4 +65,26 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": [f"{_PKG}.links.pipeline.SageMakerPipelineExecutionLink"],
+        # Read by sagemaker_pipelines_provider.utils.poll_interval (which holds the same names and default).
+        "config": {
+            "sagemaker_pipelines": {
+                "description": "Defaults of the SageMaker Pipelines (DAG-in-DAG) provider's operators, "
+                "sensors and task groups.",
+                "options": {
+                    "default_poll_interval": {
+                        "description": (
+                            "Seconds between two status polls of a pipeline execution, the default of "
+                            "SageMakerPipelineOperator(poll_interval=), pipeline_chain and "
+                            "SageMakerPipelineTaskGroup, and the default poke_interval of "
+                            "SageMakerPipelineExecutionSensor and SageMakerPipelineStepSensor. An explicit "
+                            "argument wins. Read when the DAG file is parsed; must be a number > 0."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "5",
+                        "default": "30",
+                    }
+                },
+            }
+        },
     }

@@ -79,8 +79,9 @@ STEP_TYPES: tuple[str, ...] = (
     "ClarifyCheck",
     "AutoML",
 )
-"""Step types a definition may use. REFERENCE.md's list, plus ``EMRServerless`` (a documented metadata
-key of ListPipelineExecutionSteps emitted by the SageMaker Python SDK's EMRServerlessStep)."""
+"""Step types a definition may use: those of SageMaker's pipeline definition schema, plus
+``EMRServerless`` (a documented metadata key of ListPipelineExecutionSteps emitted by the SageMaker Python
+SDK's EMRServerlessStep)."""
 
 CONDITION_TYPES: tuple[str, ...] = (
     "Equals",

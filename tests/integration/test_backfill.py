@@ -39,7 +39,7 @@ def test_backfill_30_dates_respects_the_cap(
     from airflow.models.backfill import _create_backfill
     from airflow.models.pool import Pool
 
-    monkeypatch.setenv("SMP_POLL_INTERVAL", "0.2")
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL", "0.2")
     monkeypatch.setenv("SMP_MAX_CONCURRENT", str(AIRFLOW_CONCURRENCY))
     monkeypatch.setenv("SMP_CAPACITY_BACKOFF", "0.3")
     local_aws.controls.set_time_scale(1.0)

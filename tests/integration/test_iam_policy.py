@@ -45,7 +45,7 @@ EXAMPLE_DAGS = (
     "mirror_pipeline",
     "callback_handler_dag",
 )
-FAST_ENV = {"SMP_POLL_INTERVAL": "0.2", "SMP_CAPACITY_BACKOFF": "0.1"}
+FAST_ENV = {"AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL": "0.2", "SMP_CAPACITY_BACKOFF": "0.1"}
 POOL = "sagemaker_pipelines"
 STEP_SECONDS = 0.05
 KILLED_STEP_SECONDS = 60.0  # the killed task's execution must still be running when it is killed

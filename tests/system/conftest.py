@@ -8,11 +8,12 @@ becomes healthy) fails them: they never skip.
 ``airflow_stack`` (session)
     A started :class:`stack.Stack`: its own state folder under pytest's temporary folder, every port free
     (``AIRFLOW_API_PORT``, ``SMP_LOCAL_PORT`` and the internal ones), so it never meets a user's
-    ``make stack``. The example DAGs poll every :data:`POLL_INTERVAL` s (``SMP_POLL_INTERVAL``) and the
-    endpoint's simulated steps take :data:`STEP_SECONDS` s. :data:`FAULT_SETTINGS` shorten the times after
-    which Airflow gives a dead triggerer's triggers to another one and reschedules the tasks of a dead
-    worker, and lift ``historical_retraining``'s own per-task cap above the pool (tests b and c: the pool
-    and the endpoint's cap are the limits under test). Stopped at the end of the session whatever
+    ``make stack``. The example DAGs poll every :data:`POLL_INTERVAL` s (the provider's option
+    ``[sagemaker_pipelines] default_poll_interval``) and the endpoint's simulated steps take
+    :data:`STEP_SECONDS` s. :data:`FAULT_SETTINGS` shorten the times after which Airflow gives a dead
+    triggerer's triggers to another one and reschedules the tasks of a dead worker, and lift
+    ``historical_retraining``'s own per-task cap above the pool (tests b and c: the pool and the
+    endpoint's cap are the limits under test). Stopped at the end of the session whatever
     happened; its logs stay (the path is printed). Use ``.api()`` (REST), ``.airflow(*args)`` (CLI),
     ``.kill(name, sig)`` / ``.restart(name)`` (faults; names in ``stack.AIRFLOW_SERVICES``),
     ``.records`` (pids), ``.api_url``, ``.endpoint_url``, ``.logs_dir``.
@@ -89,7 +90,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest
         state_dir,
         # Only these variables: the developer's .env or AWS settings never reach the test stack.
         variables={"AIRFLOW_API_PORT": str(free_port()), "SMP_LOCAL_PORT": str(free_port())},
-        extra_env={"SMP_POLL_INTERVAL": POLL_INTERVAL, **FAULT_SETTINGS},
+        extra_env={"AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL": POLL_INTERVAL, **FAULT_SETTINGS},
         endpoint_args=["--default-step-duration", STEP_SECONDS],
         report=report,
     )

@@ -15,8 +15,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from stack import AirflowApi
 
 DAG_ID = "retraining_chain"
@@ -103,11 +101,6 @@ def test_retraining_chain_run_with_a_logical_date(airflow_api: AirflowApi, stack
     assert_retraining_run(airflow_api, stack_aws, run, since)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 2: display_name='features-{{ ds_nodash }}' fails to render on a run without a "
-    "logical date; remove this mark when the fix lands",
-)
 def test_retraining_chain_manual_run_without_logical_date(airflow_api: AirflowApi, stack_aws: Any) -> None:
     """(a) As the UI's Trigger button does: ``{"logical_date": null}`` -> success, the callback answered
     by the Celery worker, the model asset event recorded."""

@@ -4,7 +4,7 @@ The one place that decides what a callback message is and which waiter it belong
 sensor, the per-queue receiver of the triggerer, the AssetWatcher trigger and the answer operators' sweep
 all call :func:`parse_message` and :meth:`CallbackRoute.matches`.
 
-What SageMaker sends (see REFERENCE "The callback protocol"): a JSON object with ``token`` (the
+What SageMaker sends (the Callback step's documented SQS message): a JSON object with ``token`` (the
 10-character callback token), ``pipelineExecutionArn`` and ``arguments`` (the Callback step's inputs); a
 message sent after a stop request also carries ``"status": "Stopping"``. Extra keys are tolerated.
 

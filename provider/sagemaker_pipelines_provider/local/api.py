@@ -123,9 +123,9 @@ def service_model() -> ServiceModel:
     global _SERVICE_MODEL
     with _MODEL_LOCK:
         if _SERVICE_MODEL is None:
-            import botocore.session
+            from .aws_session import isolated_botocore_session
 
-            _SERVICE_MODEL = botocore.session.get_session().get_service_model(SERVICE_NAME)
+            _SERVICE_MODEL = isolated_botocore_session().get_service_model(SERVICE_NAME)
         return _SERVICE_MODEL
 
 

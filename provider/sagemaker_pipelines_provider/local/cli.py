@@ -2,13 +2,16 @@
 
 ``sagemaker-pipelines-local serve [--host 127.0.0.1] [--port 5055] [--time-scale X]
 [--default-step-duration S] [--seed]``
-    Serve in the foreground until SIGINT or SIGTERM. Prints ``export ...`` lines (``AWS_ENDPOINT_URL``,
-    test credentials, region, ``AIRFLOW_CONN_AWS_DEFAULT``) to paste into another shell; with
-    ``--env-file PATH`` they are also written there (``source PATH``). ``--port 0`` picks a free port;
-    ``--host 0.0.0.0`` serves other containers.
+    Serve in the foreground until SIGINT or SIGTERM. Prints an ``unset AWS_PROFILE ...`` line and
+    ``export ...`` lines (``AWS_ENDPOINT_URL``, test credentials, region, ``AIRFLOW_CONN_AWS_DEFAULT``)
+    to paste into another shell; with ``--env-file PATH`` they are also written there (``source PATH``).
+    ``--port 0`` picks a free port; ``--host 0.0.0.0`` serves other containers.
 ``sagemaker-pipelines-local seed [--endpoint-url URL]``
     Create the demo resources of :mod:`.seed` (idempotent) and print them as JSON. The URL defaults to
     ``AWS_ENDPOINT_URL``, then ``http://127.0.0.1:5055``.
+
+Neither reads the AWS profile, config files or credentials of the shell (:mod:`.aws_session`): a missing
+``AWS_PROFILE`` does not matter to them.
 """
 
 from __future__ import annotations
@@ -63,7 +66,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export_lines(environ: dict[str, str]) -> list[str]:
-    return [f"export {name}={shlex.quote(value)}" for name, value in environ.items()]
+    """``unset`` of the variables that would send clients elsewhere (a profile, a session token...), then
+    one ``export`` per variable of the endpoint."""
+    from .server import ENV_TO_UNSET
+
+    return [f"unset {' '.join(ENV_TO_UNSET)}"] + [
+        f"export {name}={shlex.quote(value)}" for name, value in environ.items()
+    ]
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ What it does, in one process (no ``airflow dags test`` start-up per run):
 3. creates the pool ``sagemaker_pipelines`` (4 slots, deferred tasks counted), then runs
    ``retraining_chain`` for one date and ``historical_retraining`` for three consecutive dates (the
    logical dates a backfill would create; each run with ``dag.test()``, in line), with
-   ``SMP_POLL_INTERVAL`` = 0.5 s;
+   ``[sagemaker_pipelines] default_poll_interval`` = 0.5 s
+   (``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL``, unless already set);
 4. prints one row per pipeline execution the endpoint ran: date, pipeline, execution ARN, status,
    steps, duration and model package — and exits non-zero if any DAG run or execution did not succeed.
 
@@ -37,6 +38,9 @@ POOL = "sagemaker_pipelines"
 POOL_SLOTS = 4
 #: Status poll interval of the example DAGs' pipeline tasks in the demo (production default: 30 s).
 DEMO_POLL_INTERVAL = "0.5"
+#: ``[sagemaker_pipelines] default_poll_interval`` as an environment variable (utils.poll_interval.CONFIG_ENV;
+#: not imported from there: that module imports Airflow, which must see the demo's AIRFLOW_HOME first).
+POLL_INTERVAL_ENV = "AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL"
 #: Pipelines whose executions the demo reports (in this order within a date).
 REPORTED_PIPELINES = ("features", "training", "evaluation", "retraining")
 
@@ -48,7 +52,7 @@ def _configure_airflow(home: Path, dags_folder: Path) -> None:
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{home / 'airflow.db'}")
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("SMP_POLL_INTERVAL", DEMO_POLL_INTERVAL)
+    os.environ.setdefault(POLL_INTERVAL_ENV, DEMO_POLL_INTERVAL)
 
 
 def _create_pool() -> None:
@@ -61,9 +65,11 @@ def _create_pool() -> None:
 
 def _start_endpoint(step_seconds: float) -> Any:
     from sagemaker_pipelines_provider.local.seed import seed
-    from sagemaker_pipelines_provider.local.server import LocalEndpoint
+    from sagemaker_pipelines_provider.local.server import LocalEndpoint, variables_to_unset
 
     endpoint = LocalEndpoint().start()
+    for name in list(variables_to_unset(os.environ)):  # AWS_PROFILE & co. would send Airflow elsewhere
+        del os.environ[name]
     os.environ.update(endpoint.environ())
     endpoint.controls.set_default_step_duration(step_seconds)
     seed(endpoint.url)
@@ -173,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.standalone:
             from airflow.utils import db
 
-            os.environ["SMP_POLL_INTERVAL"] = "2"
+            os.environ[POLL_INTERVAL_ENV] = "2"
             db.initdb()
             _create_pool()
             print("starting `airflow standalone` (Ctrl-C to stop) ...", flush=True)
@@ -182,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
             return subprocess.call([sys.executable, "-m", "airflow", "standalone"], env=env)
         outcomes = _run_dags(dags_folder)
-        import boto3
+        from sagemaker_pipelines_provider.local.aws_session import isolated_boto3_session
 
-        rows = _execution_rows(boto3.client("sagemaker", endpoint_url=endpoint.url))
+        rows = _execution_rows(
+            isolated_boto3_session(endpoint.region).client("sagemaker", endpoint_url=endpoint.url)
+        )
         print()
         _print_table(rows)
         print()

@@ -1,6 +1,6 @@
 """EventBridge events of pipeline executions (source ``aws.sagemaker``, the default bus).
 
-Detail-types and lowerCamelCase detail fields as documented (REFERENCE.md). Modelling choices: the
+Detail-types and lowerCamelCase detail fields as SageMaker documents them. Modelling choices: the
 first event of an execution has no ``previousPipelineExecutionStatus``; ``executionEndTime`` appears
 once the execution is terminal; step events also carry ``attemptCount``, ``stepStartTime`` and
 ``stepEndTime``; step ``metadata`` is the ListPipelineExecutionSteps metadata with its keys

@@ -184,13 +184,22 @@ class JobOutcomes:
     def handles(service: str, action: str) -> bool:
         return action in ACTIONS.get(service, ())
 
-    def rewrite(self, service: str, action: str, request: dict[str, Any], response: dict[str, Any]) -> None:
-        """Record starts and rewrite ``response`` (moto's successful answer to ``action``) in place."""
+    def rewrite(
+        self, service: str, action: str, request: dict[str, Any], response: dict[str, Any]
+    ) -> list[str]:
+        """Record starts and rewrite ``response`` (moto's successful answer to ``action``) in place.
+
+        Returns the ARNs of the ECS tasks reported stopped for the first time here that stopped by
+        themselves (not by ``StopTask``): moto frees their container instance's capacity only on
+        ``StopTask``, so the caller frees it (:func:`~.server.release_ecs_task_capacity`).
+        """
         with self._lock:
             if service == "glue":
                 self._glue(action, request, response)
-            elif service == "ecs":
-                self._ecs(action, request, response)
+                return []
+            if service == "ecs":
+                return self._ecs(action, request, response)
+            return []
 
     def _decide(self, service: str, name: str, run_id: str) -> None:
         rule = self._rules.get((service, name))
@@ -218,17 +227,21 @@ class JobOutcomes:
                 run["JobRunState"] = "FAILED"
                 run["ErrorMessage"] = failure.reason
 
-    def _ecs(self, action: str, request: dict[str, Any], response: dict[str, Any]) -> None:
+    def _ecs(self, action: str, request: dict[str, Any], response: dict[str, Any]) -> list[str]:
         tasks = [response["task"]] if isinstance(response.get("task"), dict) else response.get("tasks") or []
+        ended: list[str] = []
         for task in tasks:
             arn = str(task.get("taskArn"))
             if action in ("RunTask", "StartTask"):
                 self._decide("ecs", _family(str(task.get("taskDefinitionArn", ""))), arn)
             elif action == "StopTask" and arn not in self._task_ends:
                 self._user_stopped.setdefault(arn, str(request.get("reason") or USER_STOP_REASON))
-            self._ecs_task(arn, task)
+            if self._ecs_task(arn, task) and arn not in self._user_stopped:
+                ended.append(arn)
+        return ended
 
-    def _ecs_task(self, arn: str, task: dict[str, Any]) -> None:
+    def _ecs_task(self, arn: str, task: dict[str, Any]) -> bool:
+        """Rewrite one task; True when its end is reported for the first time."""
         status = task.get("lastStatus")
         if status in _PENDING_TASK_STATES:
             container_status = "PENDING"
@@ -239,11 +252,13 @@ class JobOutcomes:
         if status not in _PENDING_TASK_STATES and status != "RUNNING":
             task["desiredStatus"] = "STOPPED"  # moto leaves RUNNING; ECS sets STOPPED once stopping starts
         end: _TaskEnd | None = None
+        first_end = False
         if container_status == "STOPPED":
             end = self._task_ends.get(arn)
             if end is None:
                 end = self._task_end(arn)
                 self._task_ends[arn] = end
+                first_end = True
             task["stopCode"] = end.stop_code
             task["stoppedReason"] = end.reason
         for container in task.get("containers") or []:
@@ -252,6 +267,7 @@ class JobOutcomes:
                 container["exitCode"] = end.exit_code
             else:
                 container.pop("exitCode", None)
+        return first_end
 
     def _task_end(self, arn: str) -> _TaskEnd:
         if arn in self._user_stopped:

@@ -16,6 +16,18 @@ Fixtures:
     a :class:`LocalAws`: ``.url``, ``.controls`` (:class:`~.controls.LocalControls`),
     ``.client(service, **kwargs)`` (a boto3 client for the endpoint) and ``.seed()`` (the demo
     resources of :mod:`.seed`).
+``airflow_db`` (session)
+    Creates or migrates the Airflow metadata database of the session's configuration once (what
+    ``airflow db migrate`` does) and yields ``AIRFLOW_HOME``.
+``dag_runner`` (function)
+    :mod:`.dag_runs` with the database ready: ``dag_runner.run_dag(dag, logical_date=...)`` runs a DAG
+    once in the test's process and returns the DagRun; ``dag_runner.task_states(run)``.
+
+**A scratch Airflow home.** When pytest starts with neither ``AIRFLOW_HOME`` nor
+``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` set (and Airflow not yet imported), the plugin points the session
+at a new temporary ``AIRFLOW_HOME`` with a SQLite database and no example DAGs, removed at the end: tests
+never touch the metadata database of an Airflow installed on the machine. Set ``AIRFLOW_HOME`` (in the
+environment, or in ``conftest.py`` before importing Airflow) to choose the home yourself.
 
 This module imports neither Airflow (it is loaded before a test suite's conftest configures it) nor
 boto3 or moto at import time: they are imported when a fixture is first used.
@@ -24,8 +36,13 @@ boto3 or moto at import time: they are imported when a fixture is first used.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -33,6 +50,34 @@ import pytest
 if TYPE_CHECKING:
     from .controls import LocalControls
     from .server import LocalEndpoint
+
+_SCRATCH_HOME_KEY = pytest.StashKey[tuple[Path, dict[str, str | None]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the session a scratch ``AIRFLOW_HOME`` unless one is configured (module doc)."""
+    if "airflow" in sys.modules or os.environ.get("AIRFLOW_HOME"):
+        return
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        return
+    home = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+    (home / "dags").mkdir()
+    values = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": os.environ.get("AIRFLOW__CORE__LOAD_EXAMPLES", "False"),
+    }
+    config.stash[_SCRATCH_HOME_KEY] = (home, {name: os.environ.get(name) for name in values})
+    os.environ.update(values)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    scratch = config.stash.get(_SCRATCH_HOME_KEY, None)
+    if scratch is not None:
+        home, saved = scratch
+        _restore_environ(saved)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 class _ClientCache:
@@ -47,15 +92,13 @@ class _ClientCache:
         self._session: Any = None
 
     def client(self, service: str, **kwargs: Any) -> Any:
-        import boto3
+        from .aws_session import isolated_boto3_session
 
         with self._lock:
             if not kwargs and service in self._clients:
                 return self._clients[service]
             if self._session is None:
-                self._session = boto3.session.Session(
-                    aws_access_key_id="testing", aws_secret_access_key="testing", region_name=self.region
-                )
+                self._session = isolated_boto3_session(self.region)
             options: dict[str, Any] = {"endpoint_url": self.url, "region_name": self.region}
             options.update(kwargs)
             client = self._session.client(service, **options)
@@ -134,3 +177,22 @@ def local_aws(local_aws_endpoint: LocalEndpoint, _local_aws_clients: _ClientCach
     """The session's endpoint, reset before this test."""
     local_aws_endpoint.app.reset()
     return LocalAws(local_aws_endpoint, _local_aws_clients)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[Path]:
+    """The session's Airflow metadata database, created or migrated once; yields ``AIRFLOW_HOME``."""
+    from airflow import settings
+    from airflow.utils import db
+
+    db.initdb()
+    yield Path(settings.AIRFLOW_HOME)
+
+
+@pytest.fixture
+def dag_runner(airflow_db: Path) -> ModuleType:
+    """Run DAGs in this process: :mod:`~sagemaker_pipelines_provider.local.dag_runs` (``run_dag``,
+    ``sync_dag``, ``task_states``), with the metadata database ready."""
+    from . import dag_runs
+
+    return dag_runs

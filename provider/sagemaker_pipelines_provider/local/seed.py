@@ -1,5 +1,6 @@
-"""Demo resources for the local AWS endpoint, created through plain boto3 (so it works against any
-endpoint that speaks AWS, including the real one — point it only at the local endpoint).
+"""Demo resources for the local AWS endpoint, created through plain boto3 on a session that ignores the
+user's AWS profile, config files and credentials (:mod:`.aws_session`): test credentials, explicit
+endpoint URL.
 
 :func:`seed` creates, idempotently (running it twice changes nothing and raises nothing):
 
@@ -22,7 +23,10 @@ endpoint that speaks AWS, including the real one — point it only at the local 
   Training ``Train`` -> RegisterModel ``RegisterModel`` in ``historical-models``; the
   ``historical_retraining`` example backfills it);
 * Glue job ``validate-features``;
-* ECS cluster ``ml`` and task definition family ``model-validation``.
+* ECS cluster ``ml`` with one EC2 container instance (a moto EC2 instance, tagged ``Name=ecs-ml``), so
+  tasks run with the default launch type (EC2, ``EcsRunTaskOperator``'s default) as well as with
+  ``FARGATE``; the endpoint gives an EC2 task's capacity back when the task stops by itself (moto alone
+  does it only on ``StopTask``); and task definition family ``model-validation``.
 
 The definitions name the queue by its AWS URL
 (``https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks``); the local engine delivers
@@ -32,6 +36,7 @@ to the queue of that account, region and name whatever host the endpoint runs on
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -57,6 +62,8 @@ DEMO_PIPELINES = ("features", "training", "evaluation", "scheduled-training", "r
 GLUE_JOB = "validate-features"
 ECS_CLUSTER = "ml"
 TASK_FAMILY = "model-validation"
+#: An AMI of moto's default image list (the seeded container instance's image; never launched for real).
+ECS_INSTANCE_AMI = "ami-12c6146b"
 EVALUATION_REPORT_KEY = "evaluation/evaluation.json"
 EVALUATION_REPORT = {"metrics": {"accuracy": {"value": 0.91}, "auc": {"value": 0.95}}}
 
@@ -89,12 +96,15 @@ def _client_factory(target: str | Any | None, region: str) -> ClientFactory:
         return lambda service: target[service]
     if target is not None and not isinstance(target, str) and callable(getattr(target, "client", None)):
         return target.client  # type: ignore[no-any-return]
-    import boto3
+    from .aws_session import isolated_boto3_session
 
-    session = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
-    )
-    endpoint_url = target or None
+    endpoint_url = target or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint_url:
+        raise ValueError(
+            "seed() needs the local endpoint's URL: pass it, or export AWS_ENDPOINT_URL (it never seeds the "
+            "AWS account of your profile)"
+        )
+    session = isolated_boto3_session(region)
 
     def make(service: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=endpoint_url)  # type: ignore[call-overload]
@@ -109,9 +119,9 @@ def _error_code(exc: Exception) -> str:
 def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGION) -> dict[str, Any]:
     """Create the demo resources; return their names, URLs and ARNs.
 
-    :param endpoint_url_or_clients: the endpoint URL (``None``: boto3's own resolution, i.e.
-        ``AWS_ENDPOINT_URL``), an object with a ``client(service)`` method (the ``local_aws`` fixture),
-        or a mapping ``{service: client}`` with ``sqs``, ``s3``, ``iam``, ``sagemaker``, ``glue``, ``ecs``.
+    :param endpoint_url_or_clients: the endpoint URL (``None``: ``AWS_ENDPOINT_URL``), an object with a
+        ``client(service)`` method (the ``local_aws`` fixture), or a mapping ``{service: client}`` with
+        ``sqs``, ``s3``, ``iam``, ``sagemaker``, ``glue``, ``ecs`` (and ``ec2``).
     """
     from botocore.exceptions import ClientError
 
@@ -227,4 +237,30 @@ def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGI
             ],
         )["taskDefinition"]["taskDefinitionArn"]
     result.update(ecs_cluster_arn=cluster_arn, task_definition_arn=task_definition_arn)
+    result["container_instance_arn"] = _container_instance(client, ecs)
     return result
+
+
+def _container_instance(client: ClientFactory, ecs: Any) -> str:
+    """The cluster's one EC2 container instance (a moto EC2 instance registered with ECS), so that tasks
+    run with the default launch type (EC2, also the Amazon provider's ``EcsRunTaskOperator`` default) as
+    well as with ``launch_type="FARGATE"``."""
+    existing = ecs.list_container_instances(cluster=ECS_CLUSTER)["containerInstanceArns"]
+    if existing:
+        return str(existing[0])
+    ec2 = client("ec2")
+    instance = ec2.run_instances(
+        ImageId=ECS_INSTANCE_AMI,
+        InstanceType="m5.xlarge",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": f"ecs-{ECS_CLUSTER}"}]}
+        ],
+    )["Instances"][0]
+    document = json.dumps({"instanceId": instance["InstanceId"], "region": REGION})
+    return str(
+        ecs.register_container_instance(cluster=ECS_CLUSTER, instanceIdentityDocument=document)[
+            "containerInstance"
+        ]["containerInstanceArn"]
+    )

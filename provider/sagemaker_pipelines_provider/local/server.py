@@ -89,6 +89,9 @@ class MotoSideEffects:
     def _backend(service: str) -> Any:
         from moto.backends import get_backend
 
+        from .aws_session import isolate_moto
+
+        isolate_moto()
         return get_backend(service)  # type: ignore[call-overload]
 
     def _parse_queue_url(self, queue_url: str) -> tuple[str, str, str | None]:
@@ -589,6 +592,9 @@ class LocalEndpointApp:
     def moto_app(self) -> WSGIApp:
         with self._moto_lock:
             if self._moto_app is None:
+                from .aws_session import isolate_moto
+
+                isolate_moto()  # moto's own boto3 sessions must not read the user's AWS profile
                 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
                 self._moto_app = DomainDispatcherApplication(create_backend_app)
@@ -760,7 +766,8 @@ class LocalEndpointApp:
             except (ValueError, UnicodeDecodeError):
                 response, request = None, None
             if isinstance(response, dict) and isinstance(request, dict):
-                self.job_outcomes.rewrite(info.service, info.action, request, response)
+                for task_arn in self.job_outcomes.rewrite(info.service, info.action, request, response):
+                    release_ecs_task_capacity(task_arn)
                 body = json.dumps(response).encode()
                 headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
                 headers.append(("Content-Length", str(len(body))))
@@ -1074,6 +1081,32 @@ ENV_TO_UNSET = (
     "AWS_ROLE_ARN",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
 )
+
+
+def release_ecs_task_capacity(task_arn: str) -> None:
+    """Give back the CPU, memory and ports an ECS task held on its container instance (EC2 launch type).
+
+    moto does it only on ``StopTask``: a task that ends by itself keeps them, so an instance would refuse
+    new tasks ("no capacity") after a dozen runs. Called once per task, when its end is first reported.
+    """
+    parts = task_arn.split(":")
+    if len(parts) < 6 or not parts[5].startswith("task/"):
+        return
+    region, account = parts[3], parts[4]
+    from moto.backends import get_backend
+
+    backend: Any = get_backend("ecs")[account][region]  # type: ignore[call-overload]
+    for cluster_name, tasks in list(backend.tasks.items()):
+        task = tasks.get(task_arn)
+        if task is None or not task.container_instance_arn:
+            continue
+        instance = backend.container_instances.get(cluster_name, {}).get(
+            task.container_instance_arn.rsplit("/", 1)[-1]
+        )
+        cluster = backend.clusters.get(cluster_name)
+        if instance is not None and cluster is not None:
+            backend.update_container_instance_resources(instance, task.resource_requirements, removing=True)
+            backend.update_cluster_resources(cluster, -1, task_state="RUNNING")
 
 
 def endpoint_environ(url: str, region: str = DEFAULT_REGION) -> dict[str, str]:

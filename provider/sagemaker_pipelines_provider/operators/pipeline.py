@@ -58,7 +58,8 @@ only on a real kill (the rules: :mod:`~sagemaker_pipelines_provider.triggers.kil
 
 **Result** (return value / XCom): see
 :func:`~sagemaker_pipelines_provider.hooks.pipeline.build_execution_result`.
-The ARN is also pushed under the XCom key ``pipeline_execution_arn`` as soon as the execution exists.
+The ARN is also pushed under the XCom key ``pipeline_execution_arn`` as soon as the execution exists;
+:attr:`SageMakerPipelineOperator.execution_arn` is a reference to it for other tasks' arguments.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import conf
+from airflow.sdk.definitions.xcom_arg import XComArg
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 from botocore.exceptions import ClientError
 
@@ -85,6 +87,7 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
     step_transitions,
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
+from sagemaker_pipelines_provider.references import PipelineValue
 from sagemaker_pipelines_provider.triggers.kill import is_waited_on_here
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
 from sagemaker_pipelines_provider.utils.backoff import (
@@ -93,6 +96,7 @@ from sagemaker_pipelines_provider.utils.backoff import (
     error_code,
     is_capacity_error,
 )
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token
 
@@ -151,7 +155,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         steps' outputs from the latest successful execution). Templated.
     :param wait_for_completion: wait for a terminal status (True) or return once started (False).
     :param deferrable: wait in the triggerer; default from ``[operators] default_deferrable``.
-    :param poll_interval: seconds between status polls.
+    :param poll_interval: seconds between status polls; default ``[sagemaker_pipelines]
+        default_poll_interval`` (30): see :mod:`~sagemaker_pipelines_provider.utils.poll_interval`.
     :param allow_stopped: a Stopped execution is a success instead of a failure.
     :param on_failed_retry: on a retry that finds this task's execution Failed: ``"resume"`` calls
         RetryPipelineExecution, ``"restart"`` starts a fresh execution.
@@ -180,7 +185,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         selective_steps: Sequence[str] | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 30.0,
+        poll_interval: float | None = None,
         allow_stopped: bool = False,
         on_failed_retry: Literal["resume", "restart"] = "resume",
         stop_on_kill: bool = True,
@@ -198,7 +203,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self.selective_steps = selective_steps
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
         self.allow_stopped = allow_stopped
         self.on_failed_retry = on_failed_retry
         self.stop_on_kill = stop_on_kill
@@ -207,6 +212,18 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self._identity: tuple[str, str, str, int] | None = None
         #: True from the moment this task defers until it resumes: its wait is a trigger's then.
         self._deferred = False
+
+    @property
+    def execution_arn(self) -> PipelineValue:
+        """A reference to this task's execution ARN (the XCom ``pipeline_execution_arn``, pushed as soon as
+        the execution has started), for the templated fields of other tasks; they then run after this one.
+
+        With ``wait_for_completion=False`` this task ends once the execution has started, so the tasks
+        reading it run *while* the execution runs: a ``callback_handler`` answering its Callback step, a
+        ``SageMakerPipelineExecutionSensor`` waiting for its end. (A ``callback_handler`` routed on a task
+        that waits for completion is refused: each would wait for the other.)
+        """
+        return PipelineValue(XComArg(self, key=EXECUTION_ARN_XCOM_KEY), description="execution_arn")
 
     @property
     def _hook_parameters(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -63,6 +63,7 @@ from sagemaker_pipelines_provider.triggers.callback import (
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
 #: XCom key under which the sensor also pushes the message's arguments (``sensor.output["arguments"]``).
 ARGUMENTS_XCOM_KEY = "arguments"
@@ -99,7 +100,7 @@ class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
         self,
         *,
         queue_url: str,
-        pipeline_execution_arn: str | None = None,
+        pipeline_execution_arn: str | ResolveMixin | None = None,
         pipeline_name: str | None = None,
         match_arguments: dict[str, Any] | None = None,
         visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
@@ -120,7 +121,8 @@ class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
                 f"limit), got {wait_time_seconds}"
             )
         self.queue_url = queue_url
-        self.pipeline_execution_arn = pipeline_execution_arn
+        # a str (or None) once the templated fields are rendered
+        self.pipeline_execution_arn = cast("str | None", pipeline_execution_arn)
         self.pipeline_name = pipeline_name
         self.match_arguments = match_arguments
         self.visibility_timeout = int(visibility_timeout)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -25,10 +25,12 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
 
 class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
@@ -43,6 +45,8 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
 
     ``poke_interval``, ``timeout``, ``mode`` and the other ``BaseSensorOperator`` arguments apply; in
     deferrable mode ``poke_interval`` is the trigger's poll interval and ``timeout`` the deferral timeout.
+    ``poke_interval`` defaults to ``[sagemaker_pipelines] default_poll_interval`` (30 s), not to Airflow's
+    60 s (:mod:`~sagemaker_pipelines_provider.utils.poll_interval`).
     """
 
     aws_hook_class = SageMakerPipelineHook
@@ -53,13 +57,14 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def __init__(
         self,
         *,
-        pipeline_execution_arn: str,
+        pipeline_execution_arn: str | ResolveMixin,
         allow_stopped: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("poke_interval", default_poll_interval())
         super().__init__(**kwargs)
-        self.pipeline_execution_arn = pipeline_execution_arn
+        self.pipeline_execution_arn = cast(str, pipeline_execution_arn)  # a str once rendered
         self.allow_stopped = allow_stopped
         self.deferrable = deferrable
 

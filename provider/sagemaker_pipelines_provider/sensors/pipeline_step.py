@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -55,12 +55,14 @@ from sagemaker_pipelines_provider.triggers.pipeline_step import (
     step_payload,
 )
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import is_terminal
 from sagemaker_pipelines_provider.utils.step_status import StepVerdict, step_verdict
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
 #: task_state_store key of the sensor's resume state (see :class:`ResumeState`).
 STATE_KEY = "sagemaker_pipeline_step"
@@ -126,8 +128,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     :param aws_conn_id: Airflow AWS connection (``aws_default``); ``region_name``, ``verify`` and
         ``botocore_config`` as on every Amazon provider sensor.
 
-    ``poke_interval`` is the poll interval in every mode; ``timeout`` bounds the wait (the deferral
-    timeout when deferred).
+    ``poke_interval`` is the poll interval in every mode (default ``[sagemaker_pipelines]
+    default_poll_interval``, 30 s); ``timeout`` bounds the wait (the deferral timeout when deferred).
     """
 
     aws_hook_class = SageMakerPipelineHook
@@ -138,7 +140,7 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def __init__(
         self,
         *,
-        pipeline_execution_arn: str,
+        pipeline_execution_arn: str | ResolveMixin,
         step_name: str,
         step_type: str | None = None,
         branch_chain: Sequence[Any] = (),
@@ -146,8 +148,9 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("poke_interval", default_poll_interval())
         super().__init__(**kwargs)
-        self.pipeline_execution_arn = pipeline_execution_arn
+        self.pipeline_execution_arn = cast(str, pipeline_execution_arn)  # a str once rendered
         self.step_name = step_name
         self.step_type = step_type
         self.branch_chain = [[b.condition, b.outcome] for b in branch_refs(branch_chain)]

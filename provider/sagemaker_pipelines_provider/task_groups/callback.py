@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 from airflow.sdk import BaseOperator, TaskGroup
 from airflow.sdk.bases.decorator import _TaskDecorator
+from airflow.sdk.definitions._internal.mixins import ResolveMixin
 from airflow.sdk.definitions.xcom_arg import XComArg
 
 from sagemaker_pipelines_provider.callbacks import lease
@@ -314,6 +315,40 @@ class CallbackFromAssetEventOperator(BaseOperator):
         return chosen
 
 
+def refuse_routing_on_a_waiting_task(group_id: str, pipeline_execution_arn: Any) -> None:
+    """Refuse, at parse time, a handler routed on a task that only ends once the execution has ended.
+
+    The handler's tasks would run after that task, i.e. after the execution ended, while the execution
+    waits at its Callback step for the handler's answer: neither would ever finish.
+    """
+    if not isinstance(pipeline_execution_arn, ResolveMixin):
+        return
+    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+    from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
+
+    for task, _ in pipeline_execution_arn.iter_references():
+        if isinstance(task, SageMakerPipelineExecutionSensor):
+            what = "is a SageMakerPipelineExecutionSensor: it ends when the execution ends"
+        elif isinstance(task, SageMakerPipelineOperator) and task.wait_for_completion:
+            what = "waits for the execution to end (wait_for_completion=True)"
+        else:
+            continue
+        raise ValueError(
+            f"callback_handler({group_id!r}) is routed on the execution of task {task.task_id!r}, which "
+            f"{what}. The handler would run only after that, but the execution waits at its Callback step "
+            "for the handler's answer: neither would ever finish. Start the execution without waiting and "
+            "wait for its end in another task:\n\n"
+            "    start = SageMakerPipelineOperator(task_id=..., pipeline_name=...,\n"
+            "                                      wait_for_completion=False)\n"
+            "    handler = callback_handler(..., pipeline_execution_arn=start.execution_arn, ...)\n"
+            "    done = SageMakerPipelineExecutionSensor(task_id=..., "
+            "pipeline_execution_arn=start.execution_arn)\n"
+            '    handler["answer"] >> done\n\n'
+            "or let pipeline_chain build the three: "
+            "chain.pipeline(name, callback=CallbackWork(queue_url=..., work=...))."
+        )
+
+
 def _is_taskflow(work: Any) -> bool:
     return isinstance(work, _TaskDecorator)
 
@@ -322,7 +357,7 @@ def callback_handler(
     group_id: str,
     queue_url: str | None = None,
     *,
-    pipeline_execution_arn: str | None = None,
+    pipeline_execution_arn: str | ResolveMixin | None = None,
     pipeline_name: str | None = None,
     match_arguments: dict[str, Any] | None = None,
     from_asset: Asset | None = None,
@@ -338,8 +373,9 @@ def callback_handler(
 
     :param group_id: the TaskGroup id.
     :param queue_url: the callback queue (templated in the sensor); not needed with ``from_asset``.
-    :param pipeline_execution_arn: route on the execution (templated; e.g. ``"{{ ti.xcom_pull(
-        task_ids='start', key='pipeline_execution_arn') }}"``).
+    :param pipeline_execution_arn: route on the execution (templated): typically ``start.execution_arn`` of a
+        ``SageMakerPipelineOperator`` started with ``wait_for_completion=False`` (one that waits for
+        completion is refused: it would wait for this handler's answer, and the handler for it).
     :param pipeline_name: route on the pipeline name.
     :param match_arguments: route on a subset of the message's arguments.
     :param from_asset: event-driven mode: take the message from the asset event (of a
@@ -364,6 +400,7 @@ def callback_handler(
             f"callback_handler({group_id!r}): pass queue_url (the Callback step's SqsQueueUrl), or "
             "from_asset=<Asset watched by a CallbackMessageEventTrigger> for the event-driven form"
         )
+    refuse_routing_on_a_waiting_task(group_id, pipeline_execution_arn)
     aws: dict[str, Any] = {"aws_conn_id": aws_conn_id, "region_name": region_name}
     with TaskGroup(group_id, **group_kwargs) as group:
         wait: BaseOperator
@@ -434,4 +471,5 @@ __all__ = [
     "CallbackFromAssetEventOperator",
     "callback_handler",
     "hold_claimed_message",
+    "refuse_routing_on_a_waiting_task",
 ]

@@ -50,138 +50,33 @@ argument: a list of dicts, or an XComArg resolving to one (``upstream.output.map
 ``execution_arns``.
 
 Defaults given to :func:`pipeline_chain` (``poll_interval``, ``deferrable``, ``pool``, ``aws_conn_id``...)
-apply to every pipeline task of the chain; :func:`poll_interval_from_env` reads ``SMP_POLL_INTERVAL`` so
-that tests and the local demo can poll fast without changing the DAG.
+apply to every pipeline task of the chain; without ``poll_interval``, the configuration option
+``[sagemaker_pipelines] default_poll_interval`` (30 s) applies (tests and the local demo set it low with
+``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL`` so that DAGs poll fast without being changed).
 """
 
 from __future__ import annotations
 
-import os
-import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
-from airflow.sdk.definitions._internal.mixins import ResolveMixin
 from airflow.sdk.definitions.xcom_arg import XComArg
 
-from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY
 from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+from sagemaker_pipelines_provider.references import (
+    MISSING,
+    PipelineValue,
+    PipelineValueMissing,
+    execution_id_from_arn,
+)
 from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
+from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator, Context
-    from airflow.sdk.types import Operator
-
-#: Environment variable overriding the poll interval (seconds) of the example DAGs' pipeline tasks.
-POLL_INTERVAL_ENV = "SMP_POLL_INTERVAL"
-#: Production default between two status polls of one execution (the trigger's poller coalesces them).
-DEFAULT_POLL_INTERVAL = 30.0
-
-_MISSING = object()
-
-
-def poll_interval_from_env(default: float = DEFAULT_POLL_INTERVAL) -> float:
-    """``SMP_POLL_INTERVAL`` as seconds (read when the DAG file is parsed), else ``default``."""
-    raw = os.environ.get(POLL_INTERVAL_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as err:
-        raise ValueError(f"{POLL_INTERVAL_ENV}={raw!r} is not a number of seconds") from err
-    if value <= 0:
-        raise ValueError(f"{POLL_INTERVAL_ENV} must be > 0 seconds, got {raw!r}")
-    return value
-
-
-class PipelineValueMissing(KeyError):
-    """A :class:`PipelineValue` found nothing at its path in the producer's result."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "missing pipeline value"
-
-
-class PipelineValue(ResolveMixin):
-    """One value of an upstream pipeline task's result, resolved when the consuming task renders.
-
-    :param source: the XComArg of the producing task (its return value: the result dict).
-    :param path: keys to follow inside the result, e.g. ``("outputs", "RegisterModel", "ModelPackageArn")``.
-    :param transform: applied to the value found (a plain function; keep it at module level when the value
-        is used in a mapped task).
-    :param default: returned when the path is absent (otherwise the consuming task fails).
-    :param description: what the value is, for error messages and the rendered-template view.
-    """
-
-    def __init__(
-        self,
-        source: XComArg,
-        path: Sequence[str] = (),
-        *,
-        transform: Callable[[Any], Any] | None = None,
-        default: Any = _MISSING,
-        description: str | None = None,
-    ) -> None:
-        self.source = source
-        self.path = tuple(path)
-        self.transform = transform
-        self.default = default
-        self.description = description or ".".join(self.path) or "result"
-
-    def __repr__(self) -> str:
-        producers = ",".join(sorted({op.task_id for op, _ in self.source.iter_references()}))
-        return f"PipelineValue({producers}:{self.description})"
-
-    __str__ = __repr__
-
-    def iter_references(self) -> Iterator[tuple[Operator, str]]:
-        yield from self.source.iter_references()
-
-    def resolve(self, context: Context) -> Any:
-        value: Any = self.source.resolve(context)
-        walked: list[str] = []
-        for key in self.path:
-            if isinstance(value, Mapping) and key in value:
-                value = value[key]
-                walked.append(key)
-                continue
-            if self.default is not _MISSING:
-                return self.default
-            here = sorted(value) if isinstance(value, Mapping) else type(value).__name__
-            raise PipelineValueMissing(
-                f"{self!r}: no {key!r} under {'.'.join(walked) or 'the result'} of the upstream task "
-                f"(found {here}). Check the step and output names against the pipeline's definition."
-            )
-        return self.transform(value) if self.transform is not None else value
-
-    def map(self, transform: Callable[[Any], Any], description: str | None = None) -> PipelineValue:
-        """The same value passed through ``transform`` (applied after any earlier transform)."""
-        previous = self.transform
-
-        def combined(value: Any) -> Any:
-            return transform(previous(value) if previous is not None else value)
-
-        return PipelineValue(
-            self.source,
-            self.path,
-            transform=combined,
-            default=self.default,
-            description=description or f"{self.description}|{getattr(transform, '__name__', 'fn')}",
-        )
-
-    def format(self, pattern: str) -> PipelineValue:
-        """The value inserted into a Python format string with one ``{}`` field (not a Jinja template)."""
-        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
-        if fields != [""]:
-            raise ValueError(f"format pattern needs exactly one '{{}}' field, got {pattern!r}")
-        return self.map(pattern.format, description=f"{self.description}|format({pattern!r})")
-
-
-def execution_id_from_arn(arn: str) -> str:
-    """``<id>`` from ``arn:aws:sagemaker:<region>:<account>:pipeline/<name>/execution/<id>``."""
-    return str(arn).rsplit("/", 1)[-1]
+    from airflow.sdk import BaseOperator
 
 
 class _ResultRefs:
@@ -191,7 +86,7 @@ class _ResultRefs:
     def __init__(self, source: XComArg) -> None:
         self._source = source
 
-    def value(self, *path: str, default: Any = _MISSING) -> PipelineValue:
+    def value(self, *path: str, default: Any = MISSING) -> PipelineValue:
         """Any value of the result by its keys, e.g. ``value("steps", "Train", "status")``."""
         return PipelineValue(self._source, path, default=default)
 
@@ -216,7 +111,7 @@ class _ResultRefs:
         """A parameter value the execution ran with (a string, as SageMaker reports it)."""
         return self.value("parameters", name)
 
-    def output(self, step: str, name: str, default: Any = _MISSING) -> PipelineValue:
+    def output(self, step: str, name: str, default: Any = MISSING) -> PipelineValue:
         """Output ``name`` of ``step``: a Callback/Lambda output parameter, ``ModelPackageArn`` of a
         RegisterModel step, ``TrainingJobArn``/``ProcessingJobArn`` of job steps, ``Outcome`` of a
         Condition step (see :func:`~sagemaker_pipelines_provider.hooks.pipeline.step_outputs`)."""
@@ -309,7 +204,8 @@ class PipelineChain:
 
     def _pipeline_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         merged = {**self.defaults, **kwargs}
-        merged.setdefault("poll_interval", poll_interval_from_env())
+        if merged.get("poll_interval") is None:
+            merged["poll_interval"] = default_poll_interval()
         return merged
 
     # -- links --------------------------------------------------------------------------------------------
@@ -372,7 +268,7 @@ class PipelineChain:
     ) -> PipelineLink:
         from sagemaker_pipelines_provider.task_groups.callback import callback_handler
 
-        poll_interval = float(kwargs.get("poll_interval", DEFAULT_POLL_INTERVAL))
+        poll_interval = float(kwargs["poll_interval"])
         start_kwargs = {k: v for k, v in kwargs.items() if k not in ("wait_for_completion",)}
         start = SageMakerPipelineOperator(
             task_id=tid,
@@ -382,9 +278,8 @@ class PipelineChain:
             wait_for_completion=False,
             **start_kwargs,
         )
-        arn_pull = f"{{{{ ti.xcom_pull(task_ids={start.task_id!r}, key={EXECUTION_ARN_XCOM_KEY!r}) }}}}"
         handler_kwargs: dict[str, Any] = {
-            "pipeline_execution_arn": arn_pull,
+            "pipeline_execution_arn": start.execution_arn,
             "work": callback.work,
             "outputs": callback.outputs,
             "match_arguments": callback.match_arguments,
@@ -403,14 +298,14 @@ class PipelineChain:
         }
         wait = SageMakerPipelineExecutionSensor(
             task_id=f"{tid}_wait",
-            pipeline_execution_arn=arn_pull,
+            pipeline_execution_arn=start.execution_arn,
             poke_interval=poll_interval,
             **sensor_kwargs,
         )
         start >> group
         # Only the success answer leads on: answer_failure (skipped when all went well) must not skip the
         # wait; when the work failed, answer_failure fails the execution and the wait is upstream_failed.
-        group.children[f"{group.group_id}.answer"] >> wait
+        group["answer"] >> wait
         link = PipelineLink(start, wait, group)
         self._append(start, wait)
         self.links.append(link)
@@ -455,7 +350,7 @@ def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
 
     ``defaults`` are :class:`~sagemaker_pipelines_provider.operators.pipeline.SageMakerPipelineOperator`
     arguments (``deferrable``, ``poll_interval``, ``pool``, ``aws_conn_id``, ``retries``...). Without
-    ``poll_interval``, :func:`poll_interval_from_env` decides.
+    ``poll_interval``, ``[sagemaker_pipelines] default_poll_interval`` applies.
 
     Use it as a context manager inside a DAG; set dependencies on the group (``chain.group``) or on the
     first/last links.
@@ -465,8 +360,6 @@ def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
 
 
 __all__ = [
-    "DEFAULT_POLL_INTERVAL",
-    "POLL_INTERVAL_ENV",
     "CallbackWork",
     "MappedPipelineLink",
     "PipelineChain",
@@ -475,5 +368,4 @@ __all__ = [
     "PipelineValueMissing",
     "execution_id_from_arn",
     "pipeline_chain",
-    "poll_interval_from_env",
 ]

@@ -267,7 +267,8 @@ class SageMakerPipelineTaskGroup(TaskGroup):
     :param parameters: execution parameters, templated (as on ``SageMakerPipelineOperator``);
         ``display_name``, ``description``, ``parallelism`` likewise.
     :param deferrable: step and result tasks (and the start task's capacity waits) defer (default True).
-    :param poll_interval: seconds between polls of every task of the group.
+    :param poll_interval: seconds between polls of every task of the group (default
+        ``[sagemaker_pipelines] default_poll_interval``, 30).
     :param allow_stopped: the result task accepts a Stopped execution.
     :param resume_failed: a new try (clear/retry) of a failed step task resumes the execution.
     :param start_kwargs: / :param step_kwargs: / :param result_kwargs: extra operator arguments for the
@@ -291,7 +292,7 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         description: str | None = None,
         parallelism: int | None = None,
         deferrable: bool = True,
-        poll_interval: float = 30.0,
+        poll_interval: float | None = None,
         allow_stopped: bool = False,
         resume_failed: bool = True,
         start_kwargs: Mapping[str, Any] | None = None,
@@ -354,7 +355,7 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         description: str | None,
         parallelism: int | None,
         deferrable: bool,
-        poll_interval: float,
+        poll_interval: float | None,
         allow_stopped: bool,
         resume_failed: bool,
         start_kwargs: dict[str, Any],
@@ -364,7 +365,10 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
         from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
         from sagemaker_pipelines_provider.sensors.pipeline_step import SageMakerPipelineStepSensor
+        from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
+        if poll_interval is None:
+            poll_interval = default_poll_interval()
         plan, definition = self.plan, self.definition
         with self:
             start = SageMakerPipelineOperator(
@@ -383,6 +387,8 @@ class SageMakerPipelineTaskGroup(TaskGroup):
                     **start_kwargs,
                 }
             )
+            # A Jinja string, not ``start.execution_arn``: a reference would add an edge start -> every step
+            # and hide the pipeline's own edges in the Graph view.
             arn = f"{{{{ ti.xcom_pull(task_ids='{start.task_id}', key='{EXECUTION_ARN_XCOM_KEY}') }}}}"
             tasks: dict[str, Any] = {}
             for name in plan.order:
