@@ -7,6 +7,7 @@ their trigger in line; retries run in line; ``task_state_store`` persists across
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -17,10 +18,15 @@ from test_pipeline_operator_helpers import (
     CallbackAnswerer,
     Failures,
     Stopper,
+    callback_step,
     calls,
+    clear_and_run_again,
     create_pipeline,
+    create_queue,
     executions,
     fast_endpoint,
+    processing_step,
+    task_state_rows,
     unique,
     wait_until,
     xcom,
@@ -418,3 +424,177 @@ def test_a_retry_after_the_execution_was_stopped_starts_a_fresh_one(local_aws: A
     assert xcom(run, "run")["pipeline_execution_arn"] == newest["PipelineExecutionArn"]
     starts = calls(local_aws, "StartPipelineExecution", pipeline)
     assert len({c["args"]["ClientRequestToken"] for c in starts}) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 12: re-attach, stop tokens, state retention
+
+
+def test_a_stopped_execution_allowed_as_success_is_the_result_when_the_task_is_cleared(
+    local_aws: Any, dag_runner: Any
+) -> None:
+    """allow_stopped=True made the Stopped execution a success; a clear re-attaches to it and returns it
+    (one rule with the status policy) instead of starting a fresh execution."""
+    fast_endpoint(local_aws, step_seconds=30.0)
+    pipeline = create_pipeline(local_aws)
+    with dag() as d:
+        operator(pipeline_name=pipeline, parameters={"RunDate": "x"}, allow_stopped=True)
+    with Stopper(local_aws, pipeline):
+        run = dag_runner.run_dag(d)
+    assert dag_runner.task_states(run) == {"run": "success"}
+    (execution,) = executions(local_aws, pipeline)
+    assert execution["PipelineExecutionStatus"] == "Stopped"
+
+    local_aws.controls.set_default_step_duration(0.05)  # a fresh execution, were one started, ends quickly
+    assert clear_and_run_again(d, run, "run") == "success"
+    assert executions(local_aws, pipeline) == [execution]
+    assert len(calls(local_aws, "StartPipelineExecution", pipeline)) == 1
+    result = xcom(run, "run")
+    assert (result["pipeline_execution_arn"], result["status"]) == (
+        execution["PipelineExecutionArn"],
+        "Stopped",
+    )
+
+
+def test_the_operator_state_never_expires(local_aws: Any, dag_runner: Any) -> None:
+    """task_state_store entries expire after [state_store] default_retention_days (30) unless written with
+    NEVER_EXPIRE: the operator's state must live as long as its task instance."""
+    from sagemaker_pipelines_provider.operators.pipeline import STATE_KEY
+
+    fast_endpoint(local_aws)
+    pipeline = create_pipeline(local_aws)
+    with dag() as d:
+        operator(pipeline_name=pipeline, parameters={"RunDate": "x"})
+    run = dag_runner.run_dag(d)
+    assert dag_runner.task_states(run) == {"run": "success"}
+    (row,) = task_state_rows(run, "run")
+    assert row.key == STATE_KEY
+    assert row.expires_at is None  # Airflow's state-store cleanup deletes only rows with expires_at < now
+
+
+def test_a_clear_after_clear_on_success_wiped_the_state_reattaches_without_a_duplicate(
+    local_aws: Any, dag_runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[state_store] clear_on_success wipes the operator's state when the task succeeds. The task instance
+    had restarted once (first execution Failed, second Succeeded); a later clear re-sends its start tokens
+    in order, SageMaker answers each with the execution it created, and the task re-attaches to the one
+    that succeeded: no new execution, the same result."""
+    from sagemaker_pipelines_provider.operators.pipeline import REUSED_TOKEN_MARGIN
+
+    monkeypatch.setenv("AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS", "True")
+    fast_endpoint(local_aws)
+    pipeline = create_pipeline(local_aws)
+    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
+
+    def repair(context: Any) -> None:  # the first execution failed: the next one will work
+        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
+
+    with dag() as d:
+        operator(
+            pipeline_name=pipeline,
+            parameters={"RunDate": "x"},
+            on_failed_retry="restart",
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=repair,
+        )
+    run = dag_runner.run_dag(d)
+    assert dag_runner.task_states(run) == {"run": "success"}
+    succeeded, failed = executions(local_aws, pipeline)
+    assert (failed["PipelineExecutionStatus"], succeeded["PipelineExecutionStatus"]) == (
+        "Failed",
+        "Succeeded",
+    )
+    assert task_state_rows(run, "run") == []  # wiped on success
+    first_tokens = [c["args"]["ClientRequestToken"] for c in calls(local_aws, "StartPipelineExecution")]
+
+    # SageMaker's answer to a re-sent token is recognised by its creation time: let both executions age.
+    margin = REUSED_TOKEN_MARGIN.total_seconds() + 0.5
+    wait_until(lambda: time.time() > succeeded["StartTime"].timestamp() + margin, timeout=30, what="age")
+    assert clear_and_run_again(d, run, "run") == "success"
+    assert len(executions(local_aws, pipeline)) == 2, "the clear must not start a new execution"
+    starts = calls(local_aws, "StartPipelineExecution")
+    assert [c["args"]["ClientRequestToken"] for c in starts[len(first_tokens) :]] == first_tokens
+    result = xcom(run, "run")
+    assert (result["pipeline_execution_arn"], result["status"]) == (
+        succeeded["PipelineExecutionArn"],
+        "Succeeded",
+    )
+
+
+@pytest.mark.timeout(150)  # the code before issue 12 slept on the Stopping execution until killed
+def test_a_retry_that_finds_its_execution_stopping_waits_deferred_until_the_deadline(
+    local_aws: Any, dag_runner: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Try 1 times out: the trigger stops the execution, whose callback nobody answers, so it stays
+    Stopping. Try 2 re-attaches: it waits in a trigger (not a sleeping worker), says why, and fails at its
+    own deadline without starting anything."""
+    fast_endpoint(local_aws)
+    queue = create_queue(local_aws)
+    pipeline = create_pipeline(
+        local_aws, parameters=[], steps=[processing_step("Prep"), callback_step("Approve", queue, ["Prep"])]
+    )
+    failures = Failures()
+    with dag() as d:
+        operator(
+            pipeline_name=pipeline,
+            deferrable=True,
+            execution_timeout=dt.timedelta(seconds=4),
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=failures,
+            on_failure_callback=failures,
+        )
+    run = dag_runner.run_dag(d)
+    log = capfd.readouterr().out
+    assert dag_runner.task_states(run) == {"run": "failed"}
+    (execution,) = executions(local_aws, pipeline)
+    assert execution["PipelineExecutionStatus"] == "Stopping"
+    assert len(calls(local_aws, "StartPipelineExecution", pipeline)) == 1
+    first, second = failures.messages
+    assert "passed while waiting" in first  # try 1: the trigger's deadline, which stopped the execution
+    # try 2 resumed from its trigger (resume_after_stopping) at its own deadline
+    assert f"Execution {execution['PipelineExecutionArn']} was still Stopping at the deadline 20" in second
+    assert "is Stopping (a stop was requested" in log
+    assert "A callback step that nobody answers keeps an execution Stopping" in log
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_a_stop_after_a_resumed_execution_is_a_new_stop_request(
+    local_aws: Any, dag_runner: Any, deferrable: bool
+) -> None:
+    """Try 1's execution fails and try 2 resumes it with RetryPipelineExecution; try 2 then times out. Its
+    stop (on_kill when synchronous, the trigger's deadline when deferred) carries the token of this attempt
+    (counter 0, retries 1), not the one of the attempt before the resume, which SageMaker would answer as
+    a repeat of an earlier stop without stopping anything."""
+    from sagemaker_pipelines_provider.utils.tokens import stop_token
+
+    fast_endpoint(local_aws)
+    pipeline = create_pipeline(local_aws)
+    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="GPU on fire", fail_attempts=1)
+
+    def slow_train(context: Any) -> None:  # the resumed Train runs until try 2's execution_timeout
+        local_aws.controls.set_step_behaviour(pipeline, "Train", duration=120)
+
+    with dag() as d:
+        operator(
+            pipeline_name=pipeline,
+            parameters={"RunDate": "x"},
+            deferrable=deferrable,
+            execution_timeout=dt.timedelta(seconds=4),
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=slow_train,
+        )
+    run = dag_runner.run_dag(d)
+    assert dag_runner.task_states(run) == {"run": "failed"}
+    (execution,) = executions(local_aws, pipeline)
+    arn = execution["PipelineExecutionArn"]
+    assert len(calls(local_aws, "RetryPipelineExecution", pipeline)) == 1
+    (stop,) = calls(local_aws, "StopPipelineExecution", pipeline)
+    identity = (run.dag_id, run.run_id, "run", -1)
+    assert stop["args"]["ClientRequestToken"] == stop_token(identity, arn, counter=0, retries=1)
+    assert stop["args"]["ClientRequestToken"] != stop_token(identity, arn, counter=0, retries=0)
+    wait_until(
+        lambda: executions(local_aws, pipeline)[0]["PipelineExecutionStatus"] == "Stopped", what="Stopped"
+    )

@@ -239,3 +239,85 @@ class Failures:
 
     def __call__(self, context: Any) -> None:
         self.messages.append(str(context.get("exception")))
+
+
+def create_queue(local_aws: Any) -> str:
+    """A fresh SQS queue on the endpoint (for Callback steps); returns its URL."""
+    return str(local_aws.client("sqs").create_queue(QueueName=unique("callbacks"))["QueueUrl"])
+
+
+def callback_step(name: str, queue_url: str, depends_on: Iterable[str] = ()) -> dict[str, Any]:
+    """A Callback step: it waits until its token is answered (nobody answers it unless a test does)."""
+    step: dict[str, Any] = {
+        "Name": name,
+        "Type": "Callback",
+        "Arguments": {"input": "x"},
+        "SqsQueueUrl": queue_url,
+        "OutputParameters": [{"OutputName": "ok", "OutputType": "Boolean"}],
+    }
+    if depends_on:
+        step["DependsOn"] = list(depends_on)
+    return step
+
+
+def task_state_rows(dag_run: Any, task_id: str) -> list[Any]:
+    """The ``task_state_store`` rows of one task instance (read from the metadata DB)."""
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(TaskStateStoreModel).where(
+                TaskStateStoreModel.dag_id == dag_run.dag_id,
+                TaskStateStoreModel.run_id == dag_run.run_id,
+                TaskStateStoreModel.task_id == task_id,
+            )
+        ).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def clear_and_run_again(dag: Any, dag_run: Any, task_id: str) -> str | None:
+    """Clear a finished task instance as the UI does, then run its next try in this process (its deferrals
+    with their triggers in line, as ``dag.test()`` does); return the task instance's final state.
+
+    Uses ``dag.test()``'s own runner for one task instance (``airflow.sdk.definitions.dag._run_task``):
+    ``dag.test()`` itself would delete the DAG run, and the task's ``task_state_store`` with it.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    def find(session: Any) -> Any:
+        return session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        ).one()
+
+    with create_session() as session:
+        clear_task_instances([find(session)], session, dag_run_state=DagRunState.RUNNING)
+    with create_session() as session:  # what the scheduler does next: schedule the new try
+        ti = find(session)
+        ti.try_number += 1
+        ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        session.refresh(ti)
+        session.expunge(ti)
+    _run_task(ti=ti, task=dag.task_dict[task_id], run_triggerer=True)
+    with create_session() as session:  # and what it does after: end the DAG run (as dag.test() leaves it)
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_run.dag_id, DagRun.run_id == dag_run.run_id)
+        ).one()
+        run.dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        run.update_state(session=session)
+        session.commit()
+        state = find(session).state
+        return None if state is None else str(state)

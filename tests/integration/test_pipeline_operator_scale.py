@@ -10,8 +10,10 @@ about 0.4 s to build).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,8 +22,11 @@ from test_pipeline_operator import dag, operator
 from test_pipeline_operator_helpers import (
     FAST_BACKOFF,
     POLL,
+    Failures,
+    callback_step,
     calls,
     create_pipeline,
+    create_queue,
     executions,
     fast_endpoint,
     processing_step,
@@ -113,6 +118,59 @@ def test_resource_limit_exceeded_defers_the_start_until_there_is_room(
     ours = [e for e in executions(local_aws, pipeline) if e["PipelineExecutionArn"] != blocker]
     assert sorted(e["PipelineExecutionDisplayName"] for e in ours) == ["first", "second", "third"]
     assert local_aws.controls.peak_concurrency(pipeline) == 1
+
+
+@pytest.mark.parametrize("bound", ["execution_timeout", "capacity_budget_seconds"])
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+def test_a_capacity_wait_ends_at_its_bound_and_starts_nothing_after_it(
+    local_aws: Any, dag_runner: Any, deferrable: bool, bound: str
+) -> None:
+    """The pipeline's only slot is held by an execution that never ends (its callback is never answered).
+    The task waits for capacity until its execution_timeout (or the backoff policy's capacity budget), then
+    fails with "No capacity within ..."; once that moment has passed the slot frees, and nothing starts."""
+    fast_endpoint(local_aws)
+    queue = create_queue(local_aws)
+    pipeline = create_pipeline(local_aws, parameters=[], steps=[callback_step("Approve", queue)])
+    local_aws.controls.set_concurrency_cap(pipeline, 1)
+    blocker_token = "blocker-" + "b" * 32
+    local_aws.client("sagemaker").start_pipeline_execution(
+        PipelineName=pipeline, ClientRequestToken=blocker_token
+    )
+    limit = 3.0
+    done = threading.Event()
+
+    def free_the_slot_after_the_bound() -> None:
+        """The bound ends at most ``limit`` seconds after the first refused start (it is set before it); the
+        slot frees 2 s later."""
+
+        def refused() -> list[dict[str, Any]]:
+            return [c for c in calls(local_aws, "StartPipelineExecution", pipeline) if c["error_code"]]
+
+        first = wait_until(refused, timeout=120, interval=0.05, what="a refused start")[0]
+        done.wait(timeout=max(0.0, first["time"] + limit + 2.0 - time.time()))
+        local_aws.controls.set_concurrency_cap(pipeline, None)
+
+    failures = Failures()
+    kwargs: dict[str, Any] = {"backoff_policy": FAST_BACKOFF}
+    if bound == "execution_timeout":
+        kwargs["execution_timeout"] = dt.timedelta(seconds=limit)
+    else:
+        kwargs["backoff_policy"] = dataclasses.replace(FAST_BACKOFF, capacity_budget_seconds=limit)
+    with dag() as d:
+        operator(pipeline_name=pipeline, deferrable=deferrable, on_failure_callback=failures, **kwargs)
+    helper = threading.Thread(target=free_the_slot_after_the_bound, daemon=True)
+    helper.start()
+    run = dag_runner.run_dag(d)
+    helper.join(timeout=120)  # the slot is free now: a task still waiting for it would start an execution
+    done.set()
+    assert dag_runner.task_states(run) == {"run": "failed"}
+    (message,) = failures.messages
+    assert f"No capacity within {bound}" in message
+    assert f"StartPipelineExecution of {pipeline} was refused with ResourceLimitExceeded" in message
+    starts = calls(local_aws, "StartPipelineExecution", pipeline)
+    assert [c["args"]["ClientRequestToken"] for c in starts if c["status"] == 200] == [blocker_token]
+    assert {c["error_code"] for c in starts if c["status"] != 200} == {"ResourceLimitExceeded"}
+    assert len(executions(local_aws, pipeline)) == 1
 
 
 class _TaskInstance:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from sagemaker_pipelines_provider.utils.tokens import TOKEN_LENGTH, idempotency_token
+from sagemaker_pipelines_provider.utils.tokens import TOKEN_LENGTH, idempotency_token, stop_token
 
 IDENTITY = ("dag", "manual__2024-01-01T00:00:00+00:00", "run", -1)
 
@@ -60,3 +60,16 @@ def test_non_scalar_parts_are_refused() -> None:
         idempotency_token({"a": 1})
     with pytest.raises(TypeError, match="JSON scalars"):
         idempotency_token(("a", object()))
+
+
+def test_stop_token_is_one_request_per_attempt() -> None:
+    """Every stop path of one attempt sends the same token; a resume (retries + 1) or a fresh execution
+    (counter + 1) makes the next stop a new request."""
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/abc"
+    first = stop_token(IDENTITY, arn, counter=0, retries=0)
+    assert first == stop_token(list(IDENTITY), arn, counter=0, retries=0)
+    assert first == idempotency_token(IDENTITY, "stop", arn, 0, 0)
+    assert len(first) == TOKEN_LENGTH
+    after_resume = stop_token(IDENTITY, arn, counter=0, retries=1)
+    assert len({first, after_resume, stop_token(IDENTITY, arn, counter=1, retries=0)}) == 3
+    assert stop_token((), arn, counter=0, retries=1) != after_resume  # the identity is part of it

@@ -7,7 +7,8 @@ executions of one pipeline makes a handful of calls per round, not 300. Steps ar
 execution's status changes and once at the end (for the result), and each step status change is logged
 once.
 
-Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn``:
+Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn`` and ``deadline`` (the trigger's, so
+that the task knows it on resume even where ``dag.test()`` replaces the deferral's kwargs by the event):
 
 - ``{"status": "success", "result": {...}}`` — the execution ended in a status the policy accepts;
 - ``{"status": "failure", "result": {...}, "message": "..."}`` — it ended Failed (or Stopped, unless
@@ -27,7 +28,6 @@ and redistribution) only releases the subscription: it never stops the execution
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -50,7 +50,9 @@ from sagemaker_pipelines_provider.triggers.poller import (
     PollerKey,
     get_poller,
 )
+from sagemaker_pipelines_provider.utils.deadline import seconds_left
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
+from sagemaker_pipelines_provider.utils.tokens import stop_token
 
 CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.PipelineExecutionTrigger"
 T = TypeVar("T")
@@ -67,8 +69,10 @@ class PipelineExecutionTrigger(BaseTrigger):
     :param allow_stopped: treat ``Stopped`` as success (the terminal-status policy's only option).
     :param stop_on_kill: stop the execution in :meth:`on_kill` and when ``deadline`` passes (set by the
         operator that started it; a sensor leaves it False).
-    :param stop_token: ``ClientRequestToken`` for that stop (derived by the operator from the task's
-        identity, so every stop path of one task sends the same request).
+    :param stop_token: ``ClientRequestToken`` for that stop (the operator derives it with
+        :func:`~sagemaker_pipelines_provider.utils.tokens.stop_token` from the task's identity and the
+        execution attempt, so every stop path of one attempt sends the same request and a stop after a
+        RetryPipelineExecution is a new one).
     :param deadline: ISO-8601 time at which to stop waiting (the task's ``execution_timeout``).
     :param step_types: step name -> step Type, from the pipeline's definition (for the result and log).
     """
@@ -142,12 +146,7 @@ class PipelineExecutionTrigger(BaseTrigger):
         )
 
     def _seconds_left(self) -> float | None:
-        if not self.deadline:
-            return None
-        deadline = dt.datetime.fromisoformat(self.deadline)
-        if deadline.tzinfo is None:
-            deadline = deadline.replace(tzinfo=dt.UTC)
-        return max(0.0, (deadline - dt.datetime.now(dt.UTC)).total_seconds())
+        return seconds_left(self.deadline)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         arn = self.pipeline_execution_arn
@@ -185,25 +184,19 @@ class PipelineExecutionTrigger(BaseTrigger):
                         continue
                     result = await self._result(poller, steps, update)
                     if outcome is Outcome.SUCCESS:
-                        yield TriggerEvent(
-                            {"status": "success", "pipeline_execution_arn": arn, "result": result}
-                        )
+                        yield self._event({"status": "success", "result": result})
                     else:
                         message = failure_message(result)
-                        yield TriggerEvent(
-                            {
-                                "status": "failure",
-                                "pipeline_execution_arn": arn,
-                                "result": result,
-                                "message": message,
-                            }
-                        )
+                        yield self._event({"status": "failure", "result": result, "message": message})
                     return
 
-    def _error(self, message: str) -> TriggerEvent:
+    def _event(self, payload: dict[str, Any]) -> TriggerEvent:
         return TriggerEvent(
-            {"status": "error", "pipeline_execution_arn": self.pipeline_execution_arn, "message": message}
+            {**payload, "pipeline_execution_arn": self.pipeline_execution_arn, "deadline": self.deadline}
         )
+
+    def _error(self, message: str) -> TriggerEvent:
+        return self._event({"status": "error", "message": message})
 
     async def _next_update(self, updates: asyncio.Queue[ExecutionUpdate]) -> ExecutionUpdate | None:
         left = self._seconds_left()
@@ -261,9 +254,7 @@ class PipelineExecutionTrigger(BaseTrigger):
             message += " The execution was left running (stop_on_kill=False)."
         steps = await self._list_steps(poller, seen_steps)
         result = await self._result(poller, steps, None)  # fresh status: the stop just changed it
-        return TriggerEvent(
-            {"status": "timeout", "pipeline_execution_arn": arn, "result": result, "message": message}
-        )
+        return self._event({"status": "timeout", "result": result, "message": message})
 
     async def _stop(self) -> bool:
         """Stop the execution (own client: the poller may be gone). True when a stop was requested."""
@@ -320,6 +311,5 @@ class PipelineExecutionTrigger(BaseTrigger):
 
 
 def _fallback_stop_token(arn: str) -> str:
-    from sagemaker_pipelines_provider.utils.tokens import idempotency_token
-
-    return idempotency_token("stop", arn)
+    """The stop token of a trigger built without one (not by the operator, which always passes its own)."""
+    return stop_token((), arn, counter=0, retries=0)

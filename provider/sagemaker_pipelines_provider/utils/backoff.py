@@ -10,8 +10,9 @@ What is retried, and for how long:
 - **capacity** errors — ``ResourceLimitExceeded`` (too many concurrent pipeline executions) — are retried
   only where the caller opts in (``wait_for_capacity=True``: starting or retrying an execution), with a
   longer, separately bounded backoff (``capacity_budget_seconds``; ``None`` waits until the task's own
-  ``execution_timeout`` ends it). Deferrable operators do not sleep: they ask :func:`capacity_delay`
-  how long to wait and defer for that long;
+  ``execution_timeout`` ends it). The pipeline operator waits for capacity itself, with the same delays
+  (:func:`capacity_delay`) and bounds (``capacity_budget_seconds`` and its task's ``execution_timeout``),
+  sleeping or, when deferrable, deferring between attempts;
 - everything else is raised at once.
 
 Retrying a mutating call is only safe because every mutating call this provider makes carries a

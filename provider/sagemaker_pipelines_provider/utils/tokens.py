@@ -49,3 +49,18 @@ def idempotency_token(*parts: TokenPart | Iterable[TokenPart]) -> str:
     # JSON keeps types apart (1 vs "1" vs true vs null) and the list keeps the split between parts.
     canonical = json.dumps(flat, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:TOKEN_LENGTH]
+
+
+def stop_token(
+    identity: Iterable[TokenPart], pipeline_execution_arn: str, *, counter: int, retries: int
+) -> str:
+    """The ``ClientRequestToken`` of StopPipelineExecution for one attempt of one execution.
+
+    An attempt is ``(counter, retries)`` of the operator's start state: ``counter`` numbers the fresh
+    executions of the task instance, ``retries`` the RetryPipelineExecution calls on the current one. Every
+    stop path of one attempt (the operator's ``on_kill``, the trigger's deadline and ``on_kill``, the
+    deferral-timeout backstop) sends the same request; a stop after the execution was resumed with
+    RetryPipelineExecution is a new request, so SageMaker does not take it for a repeat of the stop that
+    preceded the resume (and answer it without stopping anything).
+    """
+    return idempotency_token(tuple(identity), "stop", pipeline_execution_arn, counter, retries)
