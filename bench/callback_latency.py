@@ -8,7 +8,7 @@ Two handlers, each routed to its own execution (as a ``callback_handler`` fed by
 
 * ``ours`` — :class:`SageMakerCallbackSensor` in deferrable mode, as it runs in a triggerer: one event
   loop holds every waiting :class:`CallbackMessageTrigger` (so one shared receiver per queue, long polling
-  ``WaitTimeSeconds`` 20), and each fired event is answered by :class:`SendCallbackSuccessOperator` on a
+  ``WaitTimeSeconds`` 20), and each fired event is answered by :class:`SageMakerCallbackSuccessOperator` on a
   pool of 16 worker threads (answer, then delete the message and sweep its copies);
 * ``amazon SqsSensor`` — the Amazon provider's ``SqsSensor`` with its defaults (poke mode,
   ``poke_interval`` 60 s, ``wait_time_seconds`` 1, ``max_messages`` 5, ``delete_message_on_reception``)
@@ -108,11 +108,11 @@ def warm_hooks() -> tuple[Any, Any]:
 
     Both sides answer through these, so the figures compare receiving and routing, not client start-up.
     """
-    from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+    from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
     from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 
     config = {"max_pool_connections": 64}
-    sagemaker, sqs = SageMakerPipelineHook(config=config), CallbackQueueHook(config=config)
+    sagemaker, sqs = SageMakerPipelineHook(config=config), SageMakerCallbackQueueHook(config=config)
     _ = sagemaker.conn, sqs.conn
     return sagemaker, sqs
 
@@ -122,7 +122,7 @@ def warm_hooks() -> tuple[Any, Any]:
 
 
 def run_ours(lab: Lab, count: int, cap: float) -> dict[str, float]:
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
     from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
 
     answered: dict[str, float] = {}
@@ -130,7 +130,7 @@ def run_ours(lab: Lab, count: int, cap: float) -> dict[str, float]:
     hooks = warm_hooks()
 
     def answer(message: dict[str, Any]) -> None:
-        operator = SendCallbackSuccessOperator(task_id="answer", message=message)
+        operator = SageMakerCallbackSuccessOperator(task_id="answer", message=message)
         operator.hook, operator.queue_hook = hooks  # a warm worker: clients already built
         operator.execute(context())
         answered[message["pipeline_execution_arn"]] = time.time()

@@ -18,7 +18,7 @@ import os
 
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
-from sagemaker_pipelines_provider.task_groups.callback import CallbackArguments, callback_handler
+from sagemaker_pipelines_provider.task_groups.callback import SageMakerCallbackArguments, callback_handler
 from sagemaker_pipelines_provider.triggers.callback import CallbackMessageEventTrigger
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
@@ -40,7 +40,7 @@ CALLBACKS = Asset(
 )
 
 
-def ecs_model_validation(args: CallbackArguments) -> EcsRunTaskOperator:
+def ecs_model_validation(args: SageMakerCallbackArguments) -> EcsRunTaskOperator:
     return EcsRunTaskOperator(
         task_id="validate_model",
         cluster="ml",

@@ -22,7 +22,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param
 from sagemaker_pipelines_provider.local.seed import load_definition
-from sagemaker_pipelines_provider.task_groups.pipeline import SageMakerPipelineTaskGroup
+from sagemaker_pipelines_provider.task_groups.mirror import SageMakerPipelineTaskGroup
 
 with DAG(
     dag_id="mirror_pipeline",

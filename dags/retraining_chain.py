@@ -35,7 +35,7 @@ from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.sdk import DAG
 from sagemaker_pipelines_provider.assets import model_package_group_asset, publish_model
 from sagemaker_pipelines_provider.task_groups.chain import (
-    CallbackWork,
+    SageMakerCallbackWork,
     execution_id_from_arn,
     pipeline_chain,
 )
@@ -122,7 +122,7 @@ with (
             "ModelPackageGroupName": "demo-models",
         },
         display_name="training-{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}",
-        callback=CallbackWork(
+        callback=SageMakerCallbackWork(
             queue_url=QUEUE_URL,
             work=ecs_model_validation,
             outputs={"validation_passed": True},

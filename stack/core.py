@@ -1,24 +1,7 @@
 """The stack of ``docker-compose.yaml`` as local processes: :class:`Stack`.
 
-``make stack`` / ``make stack-down`` run :mod:`stack.__main__`; the system tests drive the same class.
-Everything a stack owns lives in one state folder (``.stack/`` by default, git-ignored):
-
-``state.json``
-    the ports, the Airflow environment, and each service's pid and start time;
-``logs/<service>.log``
-    what each service prints (``airflow-init.log``: the migration); Airflow's task logs are in ``logs/``
-    too (``AIRFLOW_HOME/logs``);
-``pgdata/``, ``redis/``, ``config/``
-    the PostgreSQL cluster (when running as root and the folder is not reachable by the ``postgres``
-    user, a link to a folder under the system's temp dir), Redis's working folder, and ``airflow.cfg`` plus
-    the UI password file.
-
-Services and their start order: ``postgres``, ``redis`` and ``sagemaker-local`` (the local endpoint,
-seeded) together; then ``airflow db migrate`` and the UI password (what compose's ``airflow-init`` does);
-then ``api-server``, ``scheduler``, ``dag-processor``, ``triggerer-1``, ``triggerer-2`` and ``worker``
-(``airflow celery worker``) together. :meth:`Stack.up` returns once every service passes its health
-check (:mod:`stack.health`) and the pool the example DAGs use exists.
-"""
+``make stack`` / ``make stack-down`` and the system tests drive it. Its state folder, services, start
+order and health: ``docs/stack.md``."""
 
 from __future__ import annotations
 

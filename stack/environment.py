@@ -1,31 +1,6 @@
-"""The Airflow configuration of the stack: ``x-airflow-common`` of ``docker-compose.yaml``, rewritten for
-one machine.
-
-Every variable of the compose file's common Airflow environment is carried over. The only changes are
-these rewrites, applied to every value (:func:`rewrite_value`):
-
-* **a URL whose host is a compose service** (``postgres``, ``redis``, ``sagemaker-local``,
-  ``airflow-apiserver``) points at ``127.0.0.1`` and the stack's port of that service:
-  ``postgresql+psycopg2://airflow:airflow@postgres/airflow`` becomes ``...@127.0.0.1:<pg port>/airflow``;
-* **a path under ``/opt/airflow``** (the image's ``AIRFLOW_HOME``, where compose mounts ``config/`` ...)
-  moves under the stack's state folder: ``/opt/airflow/config/airflow.cfg`` becomes
-  ``<state>/config/airflow.cfg``.
-
-and these variables are added (:data:`STACK_ONLY`), each standing for something compose gets from the
-image, a volume or the container:
-
-``AIRFLOW_HOME``
-    the state folder (the image's ``/opt/airflow``);
-``AIRFLOW__CORE__DAGS_FOLDER``
-    the repository's ``dags/`` (compose mounts it at ``/opt/airflow/dags``);
-``AIRFLOW__CORE__HOSTNAME_CALLABLE`` and ``PYTHONPATH``
-    :func:`stack.hostname.from_environment`: each process reports its service's name as hostname, as
-    each container does (``STACK_HOSTNAME``, set per process);
-``AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST`` / ``..._PORT``
-    the scheduler's health server (port 8974 in its container) on 127.0.0.1 and a free port.
-
-``tests/system/test_stack_config.py`` fails when the stack's environment and the compose file drift apart.
-"""
+"""The Airflow configuration of the stack: ``x-airflow-common`` of ``docker-compose.yaml``, rewritten
+for one machine (service hosts → 127.0.0.1 ports, ``/opt/airflow`` → the state folder, plus
+:data:`STACK_ONLY`). The rewrites and why: ``docs/stack.md``."""
 
 from __future__ import annotations
 

@@ -1,20 +1,5 @@
 """Health checks of the stack's services — the checks of ``docker-compose.yaml``'s healthchecks — and
-the loop that waits for them.
-
-=====================  =======================================================================
-service                healthy when (compose healthcheck)
-=====================  =======================================================================
-postgres               ``pg_isready`` answers 0 (``pg_isready -U airflow``)
-redis                  ``PING`` answers ``+PONG`` (``redis-cli ping``)
-sagemaker-local        ``GET /_local/health`` answers 200 (``curl --fail .../_local/health``)
-api-server             ``GET /api/v2/monitor/health`` answers 200
-scheduler              ``GET /health`` of its health server answers 200
-dag-processor,         a running job of that type with that hostname and a recent heartbeat
-triggerer-1/2          (``airflow jobs check --job-type ... --hostname ...``), asked through the
-                       REST API's ``/api/v2/jobs`` instead of a new ``airflow`` process
-worker                 ``celery inspect ping -d celery@<host>`` answers
-=====================  =======================================================================
-"""
+the loop that waits for them. The table of checks: ``docs/stack.md``."""
 
 from __future__ import annotations
 

@@ -1,26 +1,7 @@
 """Assets for SageMaker models: a successful retraining emits an event other DAGs are scheduled on.
 
-One asset per model package group::
-
-    from sagemaker_pipelines_provider.assets import model_package_group_asset, publish_model
-
-    MODELS = model_package_group_asset("demo-models")
-
-    with DAG("retraining", ...):
-        evaluation = SageMakerPipelineOperator(task_id="evaluation", pipeline_name="evaluation", ...)
-        publish_model(MODELS, evaluation.output, step="RegisterEvaluatedModel")
-        # or, without a task of its own:
-        # SageMakerPipelineOperator(..., outlets=[MODELS], post_execute=emit_model_event(MODELS))
-
-    with DAG("deploy", schedule=[MODELS], ...):
-        ...  # context["triggering_asset_events"][MODELS][-1].extra["model_package_arn"]
-
-The event's ``extra`` (:func:`model_event_extra`) carries ``pipeline_execution_arn``,
-``model_package_arn``, ``pipeline_name``, ``display_name``, ``status`` and ``model_package_group``. An
-event is emitted only for a Succeeded execution that registered a model package: the publishing task
-fails (and so emits nothing) otherwise, naming what was missing. A retried or cleared publishing task
-emits the same extra again (downstream consumers key on ``pipeline_execution_arn`` to de-duplicate).
-"""
+One asset per model package group (``sagemaker://model-package-group/<group>``); the event's extra is
+:func:`model_event_extra`. How to publish and consume: ``docs/chaining.md``."""
 
 from __future__ import annotations
 
@@ -110,7 +91,8 @@ def publish_model(
     **task_kwargs: Any,
 ) -> XComArg:
     """A task that emits an event on ``asset`` for the execution in ``result`` (an XComArg of a pipeline
-    task's result, or a :class:`~sagemaker_pipelines_provider.task_groups.chain.PipelineLink` ``.result``).
+    task's result, or a chain member's ``.result``:
+    :class:`~sagemaker_pipelines_provider.task_groups.chain.SageMakerPipelineChainMember`).
 
     Returns the task's XComArg (its value: the event's extra).
     """

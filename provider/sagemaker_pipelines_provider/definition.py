@@ -1,26 +1,9 @@
 """A SageMaker Pipelines definition, parsed once into an immutable graph.
 
-This module is public: the Airflow hook uses :func:`coerce_parameters` to check execution parameters
-before it starts an execution, the local endpoint's engine interprets the graph, and a mirror task
-group can render :attr:`PipelineDefinition.order`, :attr:`PipelineDefinition.edges` and the branch
-of each step. It imports nothing from boto or moto.
-
-What :func:`parse_definition` guarantees about a graph it returns:
-
-* every step name is unique across the whole definition, including the steps nested in the
-  ``IfSteps``/``ElseSteps`` of (possibly nested) Condition steps;
-* every step type is one of :data:`STEP_TYPES`; every condition type one of :data:`CONDITION_TYPES`;
-* every ``DependsOn`` name and every ``{"Get": "Steps.X..."}`` reference names a step of the
-  definition, and ``Steps.X.PropertyFiles.F`` names a property file that step X declares;
-* every ``{"Get": "Parameters.P"}`` names a declared parameter and every ``Execution.V`` a known
-  execution variable (:data:`EXECUTION_VARIABLES`);
-* parameters have valid names, types and default values of their declared type;
-* the dependency graph (``DependsOn`` + ``Get`` references + condition -> branch step) has no cycle.
-
-Anything else raises :class:`DefinitionError`, whose message names the pipeline element, the bad
-value and the valid choices. The graph and every nested value in it are read-only (mappings are
-``MappingProxyType``, lists are tuples); :func:`thaw` turns a part of it back into plain JSON.
-"""
+:func:`parse_definition` returns a read-only :class:`PipelineDefinition` or raises
+:class:`DefinitionError` naming the element, the bad value and the valid choices; the hook checks
+parameters with :func:`coerce_parameters`; the local engine interprets the graph and the mirror renders
+it. Imports nothing from boto or moto. What a parsed graph guarantees: ``docs/mirror.md``."""
 
 from __future__ import annotations
 
@@ -504,7 +487,7 @@ def resolve_parameters(
 
 
 def parse_definition(source: str | bytes | Mapping[str, Any]) -> PipelineDefinition:
-    """Parse and validate a definition (JSON text or an already decoded dict). See the module docstring."""
+    """Parse and validate a definition (JSON text or an already decoded dict). See ``docs/mirror.md``."""
     if isinstance(source, str | bytes):
         try:
             document = json.loads(source)

@@ -1,13 +1,7 @@
 """Typed references to values of upstream pipeline tasks: :class:`PipelineValue`.
 
-A ``PipelineValue`` is what ``SageMakerPipelineOperator.execution_arn`` and the links of
-:func:`~sagemaker_pipelines_provider.task_groups.chain.pipeline_chain` (``execution_arn``, ``status``,
-``output(step, name)``...) return: a reference to one value an upstream task pushed to XCom, resolved when
-the consuming task renders its templated fields. Passing one to an operator argument makes that operator
-depend on the producing task. The value is data (never rendered as a Jinja template again); ``.map(fn)``
-and ``.format("...{}...")`` derive new references from it; a missing value fails the consuming task with
-a message naming the producer and the path.
-"""
+Resolved when the consuming task renders its templates, never rendered as Jinja again; ``.map(fn)`` and
+``.format(...)`` derive others. See ``docs/chaining.md``."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ endpoint, unchanged (issue 3 acceptance).
 ``local_aws`` fixture points ``AWS_ENDPOINT_URL`` and ``aws_default`` at the endpoint, the pipelines are
 created with plain boto3 and every simulated step takes 0.05 s.
 
-The last test records how the anchor judges a Stopped execution (REFERENCE: success when waiting
+The last test records how the anchor judges a Stopped execution (success when waiting
 synchronously or with the sensor, failure when deferred) — a disagreement of the anchor with itself
 that this provider's operator exists to settle; if the anchor changes, that test says so.
 """

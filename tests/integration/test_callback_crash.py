@@ -64,7 +64,7 @@ CHILD = """
 import asyncio, sys, time
 from pathlib import Path
 from sagemaker_pipelines_provider.callbacks import lease
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
 
 trigger = CallbackMessageTrigger(
@@ -73,7 +73,11 @@ trigger = CallbackMessageTrigger(
 )
 message = asyncio.run(anext(trigger.run())).payload["message"]
 lease.hold(
-    CallbackQueueHook(), message["queue_url"], message["receipt_handle"], {visibility}, token=message["token"]
+    SageMakerCallbackQueueHook(),
+    message["queue_url"],
+    message["receipt_handle"],
+    {visibility},
+    token=message["token"],
 )
 Path({marker!r}).write_text("working")
 time.sleep(300)

@@ -338,7 +338,7 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
     import asyncio
     import datetime as dt
 
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
     from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
 
     fast_endpoint(local_aws)
@@ -359,7 +359,7 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
     (elsewhere,) = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=2, WaitTimeSeconds=1)["Messages"]
     assert elsewhere["ReceiptHandle"] != claimed["message"]["receipt_handle"]  # a consumer that then dies
 
-    answer = SendCallbackSuccessOperator(
+    answer = SageMakerCallbackSuccessOperator(
         task_id="answer", message=claimed["message"], outputs={"passed": True, "rows": 3}, aws_conn_id=None
     )
     result = answer.execute({})  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ def test_many_waiting_triggers_share_one_receive_loop(local_aws: Any) -> None:
 
 
 def test_reconciler_answers_callbacks_waiting_past_the_deadline(local_aws: Any, dag_runner: Any) -> None:
-    from sagemaker_pipelines_provider.operators.callback import AnswerOverdueCallbacksOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackReconcileOperator
 
     fast_endpoint(local_aws)
     queue = create_queue(local_aws)
@@ -83,10 +83,10 @@ def test_reconciler_answers_callbacks_waiting_past_the_deadline(local_aws: Any, 
     token = waiting_token(local_aws, arn)
     time.sleep(1.2)
     with dag() as d:
-        report = AnswerOverdueCallbacksOperator(
+        report = SageMakerCallbackReconcileOperator(
             task_id="report", pipeline_name=pipeline, older_than=1, report_only=True
         )
-        answer = AnswerOverdueCallbacksOperator(task_id="answer", pipeline_name=pipeline, older_than=1)
+        answer = SageMakerCallbackReconcileOperator(task_id="answer", pipeline_name=pipeline, older_than=1)
         report >> answer
     run = dag_runner.run_dag(d)
     assert run.state == "success", dag_runner.task_states(run)

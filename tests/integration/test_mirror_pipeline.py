@@ -42,7 +42,7 @@ def dag(dag_id: str | None = None, **kwargs: Any) -> Any:
 
 
 def mirror(pipeline: str, definition: Any, **kwargs: Any) -> Any:
-    from sagemaker_pipelines_provider.task_groups.pipeline import SageMakerPipelineTaskGroup
+    from sagemaker_pipelines_provider.task_groups.mirror import SageMakerPipelineTaskGroup
 
     kwargs.setdefault("poll_interval", POLL)
     kwargs.setdefault("start_kwargs", {"backoff_policy": FAST_BACKOFF})

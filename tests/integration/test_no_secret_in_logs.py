@@ -109,8 +109,8 @@ def run_token_error_paths(local_aws: Any, dag_runner: Any) -> Any:
     """Answer an already answered token (refused by SageMaker, the task succeeds) and an unknown one (the
     task fails): the two paths on which SageMaker's error message, which quotes the token, is handled."""
     from sagemaker_pipelines_provider.operators.callback import (
-        SendCallbackFailureOperator,
-        SendCallbackSuccessOperator,
+        SageMakerCallbackFailureOperator,
+        SageMakerCallbackSuccessOperator,
     )
     from test_callback_helpers import answer_calls, dag
 
@@ -119,8 +119,8 @@ def run_token_error_paths(local_aws: Any, dag_runner: Any) -> Any:
     assert answered, "the failure paths answered no callback token with failure"
     token = answered[0]  # answered with failure: a success answer is refused as already answered
     with dag("token-error-paths") as d:
-        SendCallbackSuccessOperator(task_id="already_answered", token=token, outputs={"passed": True})
-        SendCallbackFailureOperator(task_id="unknown_token", token=UNKNOWN_TOKEN, reason="no such token")
+        SageMakerCallbackSuccessOperator(task_id="already_answered", token=token, outputs={"passed": True})
+        SageMakerCallbackFailureOperator(task_id="unknown_token", token=UNKNOWN_TOKEN, reason="no such token")
     run = dag_runner.run_dag(d)
     states = dag_runner.task_states(run)
     assert states == {"already_answered": "success", "unknown_token": "failed"}, states

@@ -16,7 +16,7 @@ from botocore.stub import ANY, Stubber
 from sagemaker_pipelines_provider.callbacks import lease
 from sagemaker_pipelines_provider.callbacks.message import answer_request_token
 from sagemaker_pipelines_provider.callbacks.reconciler import answer_overdue_callbacks, find_overdue_callbacks
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import CallbackOutputsInvalid, SageMakerPipelineHook
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
 
@@ -44,7 +44,7 @@ def client(service: str) -> Any:
 
 @pytest.fixture
 def sqs() -> Any:
-    hook = CallbackQueueHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
+    hook = SageMakerCallbackQueueHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
     hook.conn = client("sqs")  # type: ignore[misc]
     with Stubber(hook.conn) as stub:
         yield hook, stub
@@ -76,7 +76,7 @@ def receive_request(wait: int = 0, visibility: int = 30) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------------------
-# CallbackQueueHook
+# SageMakerCallbackQueueHook
 
 
 def test_gone_messages_are_false_not_errors(sqs: Any) -> None:
@@ -184,7 +184,7 @@ OUTPUTS = [
 
 
 def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs: Any) -> None:
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
 
     sagemaker[1].add_response(
         "send_pipeline_execution_step_success",
@@ -204,7 +204,7 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
         {"PipelineExecutionArn": ARN},
     )
     op = operator(
-        SendCallbackSuccessOperator,
+        SageMakerCallbackSuccessOperator,
         sagemaker,
         sqs,
         message=sensor_result(),
@@ -218,7 +218,7 @@ def test_success_flattens_outputs_is_idempotent_then_deletes(sagemaker: Any, sqs
 
 
 def test_copies_seen_at_the_claim_are_swept(sagemaker: Any, sqs: Any) -> None:
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
 
     sagemaker[1].add_response(
         "send_pipeline_execution_step_success",
@@ -234,12 +234,12 @@ def test_copies_seen_at_the_claim_are_swept(sagemaker: Any, sqs: Any) -> None:
     sqs[1].add_response("receive_message", {"Messages": [message(TOKEN, "dup")]}, receive_request())
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-dup"})
     sqs[1].add_response("receive_message", {}, receive_request())
-    op = operator(SendCallbackSuccessOperator, sagemaker, sqs, message=sensor_result(copies_seen=1))
+    op = operator(SageMakerCallbackSuccessOperator, sagemaker, sqs, message=sensor_result(copies_seen=1))
     assert op.execute(context())["copies_deleted"] == 1
 
 
 def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: Any, sqs: Any) -> None:
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackFailureOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackFailureOperator
 
     sagemaker[1].add_client_error(
         "send_pipeline_execution_step_failure", "ConflictException", "token was already answered"
@@ -247,7 +247,7 @@ def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: A
     expect_claim_renewed(sqs)
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1"})
     sqs[1].add_response("receive_message", {}, receive_request())
-    op = operator(SendCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="broken")
+    op = operator(SageMakerCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="broken")
     result = op.execute(context())
     assert result["already_answered"] is True and result["message_deleted"] is True
 
@@ -255,7 +255,7 @@ def test_already_answered_is_reported_and_the_message_still_deleted(sagemaker: A
 def test_a_lost_claim_is_reported_and_the_queue_swept_after_the_answer(sagemaker: Any, sqs: Any) -> None:
     """The claim cannot be renewed before the answer (received again elsewhere): SQS may accept the delete
     of this outdated handle without deleting, so the delete is not trusted and the queue is swept."""
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
 
     sqs[1].add_client_error(
         "change_message_visibility",
@@ -276,7 +276,9 @@ def test_a_lost_claim_is_reported_and_the_queue_swept_after_the_answer(sagemaker
     sqs[1].add_response("receive_message", {"Messages": [message(TOKEN, "visible-copy")]}, receive_request())
     sqs[1].add_response("delete_message", {}, {"QueueUrl": QUEUE, "ReceiptHandle": "rh-visible-copy"})
     sqs[1].add_response("receive_message", {}, receive_request())
-    op = operator(SendCallbackSuccessOperator, sagemaker, sqs, message=sensor_result(visibility_timeout=120))
+    op = operator(
+        SageMakerCallbackSuccessOperator, sagemaker, sqs, message=sensor_result(visibility_timeout=120)
+    )
     result = op.execute(context())
     assert result["claim_lost"] is True and result["message_deleted"] is False
     assert result["answer"] == "success" and result["copies_deleted"] == 1
@@ -284,7 +286,7 @@ def test_a_lost_claim_is_reported_and_the_queue_swept_after_the_answer(sagemaker
 
 def test_unknown_token_fails_and_leaves_the_message(sagemaker: Any, sqs: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowException
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackFailureOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackFailureOperator
 
     sagemaker[1].add_client_error(
         "send_pipeline_execution_step_failure",
@@ -292,7 +294,7 @@ def test_unknown_token_fails_and_leaves_the_message(sagemaker: Any, sqs: Any) ->
         f"Callback token '{TOKEN}' does not exist.",
     )
     expect_claim_renewed(sqs)
-    op = operator(SendCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="x")
+    op = operator(SageMakerCallbackFailureOperator, sagemaker, sqs, message=sensor_result(), reason="x")
     with pytest.raises(AirflowException, match="does not know callback token") as raised:
         op.execute(context())  # no delete queued: any delete would fail the Stubber
     assert (QUEUE, "rh-m1") not in lease._leases  # the claim is no longer renewed: the message returns
@@ -301,14 +303,14 @@ def test_unknown_token_fails_and_leaves_the_message(sagemaker: Any, sqs: Any) ->
 
 
 def test_outputs_over_the_limits_send_nothing(sagemaker: Any, sqs: Any) -> None:
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
 
     op = operator(
-        SendCallbackSuccessOperator, sagemaker, sqs, token=TOKEN, outputs={f"o{i}": i for i in range(51)}
+        SageMakerCallbackSuccessOperator, sagemaker, sqs, token=TOKEN, outputs={f"o{i}": i for i in range(51)}
     )
     with pytest.raises(CallbackOutputsInvalid, match="at most 50"):
         op.execute(context())
-    op = operator(SendCallbackSuccessOperator, sagemaker, sqs, token=TOKEN, outputs={"big": "x" * 2000})
+    op = operator(SageMakerCallbackSuccessOperator, sagemaker, sqs, token=TOKEN, outputs={"big": "x" * 2000})
     with pytest.raises(CallbackOutputsInvalid, match="1024"):
         op.execute(context())
 
@@ -317,8 +319,8 @@ def test_long_reason_is_cut_with_a_marker_and_a_stopping_message_is_answered_wit
     sagemaker: Any, sqs: Any
 ) -> None:
     from sagemaker_pipelines_provider.operators.callback import (
-        SendCallbackFailureOperator,
-        SendCallbackSuccessOperator,
+        SageMakerCallbackFailureOperator,
+        SageMakerCallbackSuccessOperator,
     )
 
     sent: list[str] = []
@@ -337,11 +339,11 @@ def test_long_reason_is_cut_with_a_marker_and_a_stopping_message_is_answered_wit
         lambda params, **_: sent.append(params["FailureReason"]),
     )
     op = operator(
-        SendCallbackFailureOperator, sagemaker, sqs, token=TOKEN, reason="r" * 300, delete_message=False
+        SageMakerCallbackFailureOperator, sagemaker, sqs, token=TOKEN, reason="r" * 300, delete_message=False
     )
     op.execute(context())
     op = operator(
-        SendCallbackSuccessOperator,
+        SageMakerCallbackSuccessOperator,
         sagemaker,
         sqs,
         message=sensor_result(status="Stopping"),
@@ -355,10 +357,10 @@ def test_long_reason_is_cut_with_a_marker_and_a_stopping_message_is_answered_wit
 
 def test_invalid_token_is_refused_before_any_call(sagemaker: Any, sqs: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowException
-    from sagemaker_pipelines_provider.operators.callback import SendCallbackSuccessOperator
+    from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
 
     with pytest.raises(AirflowException, match="no valid callback token"):
-        operator(SendCallbackSuccessOperator, sagemaker, sqs, token="{{ 7*7 }}").execute(context())
+        operator(SageMakerCallbackSuccessOperator, sagemaker, sqs, token="{{ 7*7 }}").execute(context())
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -570,8 +572,8 @@ def test_a_client_request_token_always_carries_the_same_answer(sagemaker: Any, s
     share a ClientRequestToken: SageMaker's handling of a token reused with other parameters is undocumented.
     """
     from sagemaker_pipelines_provider.operators.callback import (
-        SendCallbackFailureOperator,
-        SendCallbackSuccessOperator,
+        SageMakerCallbackFailureOperator,
+        SageMakerCallbackSuccessOperator,
     )
 
     hook, stub = sagemaker
@@ -594,12 +596,12 @@ def test_a_client_request_token_always_carries_the_same_answer(sagemaker: Any, s
 
     for try_number in (1, 2):  # the default reason, on two tries of one task
         expect_failure()
-        op = operator(SendCallbackFailureOperator, sagemaker, sqs, token=TOKEN, delete_message=False)
+        op = operator(SageMakerCallbackFailureOperator, sagemaker, sqs, token=TOKEN, delete_message=False)
         op.execute(at_try(try_number))  # type: ignore[arg-type]
     for try_number in (1, 2):  # a Stopping message answered by two tries
         expect_failure()
         op = operator(
-            SendCallbackSuccessOperator,
+            SageMakerCallbackSuccessOperator,
             sagemaker,
             sqs,
             message=sensor_result(status="Stopping"),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from sagemaker_pipelines_provider.callbacks.message import CallbackRoute
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback import (
     CallbackMessageEventTrigger,
@@ -185,8 +185,8 @@ def receiver_on(fake: FakeSqs, sagemaker: FakeSageMaker | None = None, **kwargs:
     )
 
 
-def hook_on(fake: FakeSqs) -> CallbackQueueHook:
-    hook = CallbackQueueHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
+def hook_on(fake: FakeSqs) -> SageMakerCallbackQueueHook:
+    hook = SageMakerCallbackQueueHook(aws_conn_id=None, region_name="us-east-1", backoff_policy=FAST)
 
     @asynccontextmanager
     async def client() -> Any:

@@ -104,10 +104,10 @@ def test_no_work_answers_at_once_and_sensor_kwargs_reach_the_sensor() -> None:
 
 def test_event_driven_form_takes_the_message_from_the_asset_event() -> None:
     from airflow.sdk import Asset
-    from sagemaker_pipelines_provider.task_groups.callback import CallbackFromAssetEventOperator
+    from sagemaker_pipelines_provider.task_groups.callback import SageMakerCallbackFromAssetEventOperator
 
     dag, _ = build(from_asset=Asset("callbacks"))
-    assert isinstance(dag.get_task("cb.wait"), CallbackFromAssetEventOperator)
+    assert isinstance(dag.get_task("cb.wait"), SageMakerCallbackFromAssetEventOperator)
 
 
 def test_invalid_arguments_say_what_to_do() -> None:

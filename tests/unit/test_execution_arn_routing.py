@@ -65,7 +65,7 @@ def test_handler_routed_on_a_task_that_waits_is_refused(source: str) -> None:
     from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
     from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
     from sagemaker_pipelines_provider.task_groups.callback import callback_handler
-    from sagemaker_pipelines_provider.task_groups.chain import CallbackWork, pipeline_chain
+    from sagemaker_pipelines_provider.task_groups.chain import SageMakerCallbackWork, pipeline_chain
 
     with dag(f"refused_{source}"):
         if source == "operator":
@@ -76,7 +76,9 @@ def test_handler_routed_on_a_task_that_waits_is_refused(source: str) -> None:
             ]
         else:
             with pipeline_chain("chain") as chain:
-                callback = CallbackWork(queue_url=QUEUE) if source == "chain_link_with_callback" else None
+                callback = (
+                    SageMakerCallbackWork(queue_url=QUEUE) if source == "chain_link_with_callback" else None
+                )
                 arn = chain.pipeline("training", callback=callback).execution_arn
         with pytest.raises(ValueError) as raised:
             callback_handler("validate", queue_url=QUEUE, pipeline_execution_arn=arn)
@@ -85,7 +87,7 @@ def test_handler_routed_on_a_task_that_waits_is_refused(source: str) -> None:
     assert "wait_for_completion=False" in message
     assert "pipeline_execution_arn=start.execution_arn" in message
     assert 'handler["answer"] >> done' in message
-    assert "callback=CallbackWork(" in message
+    assert "callback=SageMakerCallbackWork(" in message
 
 
 def test_a_template_string_is_not_inspected() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sagemaker_pipelines_provider import definition_source
 from sagemaker_pipelines_provider.definition import DefinitionError, parse_definition
-from sagemaker_pipelines_provider.task_groups import pipeline as mirror_module
-from sagemaker_pipelines_provider.task_groups.pipeline import (
+from sagemaker_pipelines_provider.definition_source import resolve_definition
+from sagemaker_pipelines_provider.task_groups.mirror import (
     SageMakerPipelineTaskGroup,
     plan_mirror,
-    resolve_definition,
     step_task_id,
 )
 from sagemaker_pipelines_provider.utils.step_status import BranchRef
@@ -192,11 +192,11 @@ def test_fetch_definition_calls_describe_pipeline_once_and_caches(
         return {"PipelineName": request["PipelineName"], "PipelineDefinition": json.dumps(DEFINITION)}
 
     monkeypatch.setattr(SageMakerPipelineHook, "_call", fake_call)
-    mirror_module.clear_definition_cache()
+    definition_source.clear_definition_cache()
     _, group = build(fetch_definition=True, definition_cache_dir=tmp_path)
     assert "Deploy" in group.step_tasks
     build(fetch_definition=True, definition_cache_dir=tmp_path)  # in-process copy
-    mirror_module.clear_definition_cache()
+    definition_source.clear_definition_cache()
     build(fetch_definition=True, definition_cache_dir=tmp_path)  # disk copy (another parse process)
     assert made == ["DescribePipeline"]
 
@@ -205,7 +205,7 @@ def test_fetch_definition_calls_describe_pipeline_once_and_caches(
         raise RuntimeError("throttled")
 
     monkeypatch.setattr(SageMakerPipelineHook, "_call", failing)
-    mirror_module.clear_definition_cache()
+    definition_source.clear_definition_cache()
     _, group = build(fetch_definition=True, definition_cache_dir=tmp_path, definition_cache_ttl=0)
     assert "Deploy" in group.step_tasks
-    mirror_module.clear_definition_cache()
+    definition_source.clear_definition_cache()

@@ -18,8 +18,8 @@ from sagemaker_pipelines_provider.local import demo
 from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
 from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
 from sagemaker_pipelines_provider.sensors.pipeline_step import SageMakerPipelineStepSensor
-from sagemaker_pipelines_provider.task_groups.chain import CallbackWork, pipeline_chain
-from sagemaker_pipelines_provider.task_groups.pipeline import SageMakerPipelineTaskGroup
+from sagemaker_pipelines_provider.task_groups.chain import SageMakerCallbackWork, pipeline_chain
+from sagemaker_pipelines_provider.task_groups.mirror import SageMakerPipelineTaskGroup
 from sagemaker_pipelines_provider.utils.poll_interval import (
     CONFIG_ENV,
     CONFIG_OPTION,
@@ -83,7 +83,7 @@ def _intervals(**chain_defaults: Any) -> dict[str, float]:
         mirror = SageMakerPipelineTaskGroup("mirror", definition=DEFINITION)
         with pipeline_chain("chain", **chain_defaults) as chain:
             link = chain.pipeline("plain")
-            with_callback = chain.pipeline("cb", callback=CallbackWork(queue_url=QUEUE))
+            with_callback = chain.pipeline("cb", callback=SageMakerCallbackWork(queue_url=QUEUE))
     return {
         "operator": operator.poll_interval,
         "sensor": sensor.poke_interval,

@@ -1,26 +1,8 @@
 """The visibility lease: keep one claimed callback message hidden while this process works on it.
 
-A claimed message is hidden for ``visibility_timeout`` seconds. While a task of the handler runs, a
-daemon thread of its process pushes that deadline forward every third of the timeout, so the message stays
-hidden however long the work takes, and comes back at most ``visibility_timeout`` seconds after the
-process stops extending it. That is the no-loss rule:
-
-- the worker is killed (or crashes, or is restarted) -> the thread dies with it -> the message returns
-  after ``visibility_timeout`` and is received again by the next waiter (a retry, a re-run);
-- the token is answered and the message deleted -> the next extension reports the message gone -> the
-  thread ends by itself;
-- the lease is never extended past ``max_seconds`` (default 12 hours, SQS's own cap on how long a
-  received message can stay hidden).
-
-Work that leaves the worker process (a deferrable operator waiting in the triggerer) is not covered while
-it is deferred: size ``visibility_timeout`` to that wait, or the message returns early. Returning early
-loses nothing (the handler still answers and deletes it; a second waiter getting it answers the same
-token, which SageMaker refuses as already answered), it only costs a redelivery.
-
-Leases are process-level and keyed by (queue URL, receipt handle): holding the same message again from
-another task in the same process reuses the running lease. The answer operators hold one too, from just
-before the answer to the delete, so the receipt handle they delete with is still the message's latest.
-"""
+A daemon thread pushes the message's deadline forward every third of ``visibility_timeout`` (never past
+``max_seconds``), so the message comes back at most ``visibility_timeout`` after the process stops.
+Leases are per process, keyed by (queue URL, receipt handle). The no-loss rule: ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -45,7 +27,7 @@ _leases_lock = threading.Lock()
 class VisibilityLease:
     """A daemon thread extending one message's visibility until it is gone, stopped, or too old.
 
-    :param hook: a :class:`~sagemaker_pipelines_provider.hooks.callback_queue.CallbackQueueHook`; its
+    :param hook: a :class:`~sagemaker_pipelines_provider.hooks.callback_queue.SageMakerCallbackQueueHook`; its
         client is created in the calling thread before the lease thread starts.
     :param visibility_timeout: seconds the message stays hidden after each extension (≥ 1).
     :param max_seconds: the lease ends this long after it started, whatever happens.
@@ -136,7 +118,7 @@ def hold(
     token: str | None = None,
     max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> VisibilityLease:
-    """Start (or reuse) this process's lease on one message; see the module docstring for the contract."""
+    """Start (or reuse) this process's lease on one message (contract: ``docs/callbacks.md``)."""
     key = (queue_url, receipt_handle)
     with _leases_lock:
         existing = _leases.get(key)

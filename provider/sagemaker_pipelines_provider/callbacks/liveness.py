@@ -1,29 +1,8 @@
 """Is a callback token still waiting for its answer? The rule every consumer of callback messages applies.
 
-A message whose token is already answered is no work: SQS may deliver a message twice, a ``Stopping``
-copy may arrive after the answer, a message whose claim lapsed may come back after its token was answered
-(SQS ignores a delete made with an outdated receipt handle). Handing such a copy to a waiter would let it
-"answer" again (refused as already answered), report success, and leave the real waiting callback of
-another execution unclaimed. So before a message is handed over — by the triggerer's receiver, the
-poke-mode sensor, a work task holding its claim — its token is checked, and a *settled* token's messages
-are deleted.
-
-The check reads ``ListPipelineExecutionSteps`` of the message's execution (what the reconciler reads):
-
-- the token's step is listed in a waiting status (``Starting``, ``Executing``, ``Stopping``) -> WAITING;
-- the token's step is listed in another status (``Succeeded``, ``Failed``, ``Stopped``) -> SETTLED;
-- the token is not listed: SETTLED when the execution itself has ended (none of its steps can wait), else
-  UNKNOWN. A token can be missing from a running execution's listing for an undocumented while (the
-  message may be delivered before the listing shows the step, or the step was re-run by
-  RetryPipelineExecution with a new token): deleting on that evidence could lose a live callback, so the
-  message is handed over as before and its answer settles it.
-
-UNKNOWN (also: no execution ARN in the message, the check failed) always means "hand over": the check can
-only remove work that is certainly done, never delay or lose work that is not.
-
-:data:`SETTLED_TOKENS` remembers, per process, the tokens found settled (bounded, least recently seen
-forgotten first), so further copies are deleted without another call.
-"""
+Read from ``ListPipelineExecutionSteps`` of the message's execution: WAITING, SETTLED (its messages are
+deleted) or UNKNOWN (handed over: the check only removes work that is certainly done).
+:data:`SETTLED_TOKENS` remembers settled tokens per process. The rule in full: ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -47,7 +26,7 @@ ENDED_EXECUTION_STATUSES = frozenset({"Succeeded", "Failed", "Stopped"})
 
 
 class TokenState(enum.Enum):
-    """What the listing says of a callback token (see the module docstring)."""
+    """What the listing says of a callback token (``docs/callbacks.md``)."""
 
     WAITING = "waiting"
     SETTLED = "settled"

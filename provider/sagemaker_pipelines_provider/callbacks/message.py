@@ -1,17 +1,8 @@
 """Callback messages: parsing an SQS message body, routing it to a waiter, describing it for logs.
 
-The one place that decides what a callback message is and which waiter it belongs to; the poke-mode
-sensor, the per-queue receiver of the triggerer, the AssetWatcher trigger and the answer operators' sweep
-all call :func:`parse_message` and :meth:`CallbackRoute.matches`.
-
-What SageMaker sends (the Callback step's documented SQS message): a JSON object with ``token`` (the
-10-character callback token), ``pipelineExecutionArn`` and ``arguments`` (the Callback step's inputs); a
-message sent after a stop request also carries ``"status": "Stopping"``. Extra keys are tolerated.
-
-Security contract: everything in a message is untrusted input. This module never evaluates it (no Jinja,
-no ``eval``), :func:`describe` never puts a large body or the full callback token in a log line, and
-routing only compares values: a message cannot choose which AWS resources a handler touches.
-"""
+The one place that decides what a callback message is (:func:`parse_message`) and which waiter it
+belongs to (:meth:`CallbackRoute.matches`). Everything in a message is untrusted: never evaluated, never
+logged in full. See ``docs/callbacks.md``."""
 
 from __future__ import annotations
 

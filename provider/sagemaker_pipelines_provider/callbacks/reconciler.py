@@ -1,24 +1,7 @@
 """The reconciler: find callback steps waiting past a deadline and answer them with failure.
 
-A callback token left unanswered holds its execution for up to 28 days. The handler's own failure path
-answers on every task failure or timeout, but not when the message never reached a handler (lost, sent to
-a queue nobody watches, dead-lettered) or when the whole DAG run was killed. The reconciler finds such
-steps without SQS — every page of ``ListPipelineExecutions`` for the executions created in the window
-where a callback can be both still waiting and overdue, then ``ListPipelineExecutionSteps``
-(``Metadata.Callback.CallbackToken``) of the running ones — and answers those waiting longer than
-``older_than`` with ``SendPipelineExecutionStepFailure``.
-
-Contract:
-
-- the answer's ``ClientRequestToken`` is derived from the token and the reason
-  (:func:`~sagemaker_pipelines_provider.callbacks.message.answer_request_token`), and the default reason
-  holds no clock: the reconciler run again sends the same request; a handler that answered first (with
-  its own reason, or success) wins, and the reconciler reports the token as already answered;
-- after answering, the step's message (and its copies) visible on the step's ``SqsQueueUrl`` are deleted,
-  best effort (a message in flight at a handler is deleted by that handler once it finds the token
-  answered);
-- ``dry_run`` lists what would be answered and answers nothing. Running it again is harmless.
-"""
+Found without SQS (ListPipelineExecutions, then ListPipelineExecutionSteps of the running executions);
+answers are idempotent per token and reason; ``dry_run`` answers nothing. See ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -136,7 +119,8 @@ def answer_overdue_callbacks(
     """Answer every overdue callback of ``pipeline_name`` with failure; return one report dict per step.
 
     :param reason: failure reason; default says how long the step waited. Cut to 256 characters.
-    :param queue_hook_factory: builds a ``CallbackQueueHook`` to sweep the answered messages (None: no sweep).
+    :param queue_hook_factory: builds a ``SageMakerCallbackQueueHook`` to sweep the answered messages
+        (None: no sweep).
     """
     reports: list[dict[str, Any]] = []
     for overdue in find_overdue_callbacks(hook, pipeline_name, older_than=older_than, now=now):

@@ -1,15 +1,8 @@
-"""CallbackQueueHook: the SQS calls of callback handling (receive, hide, release, delete), sync and async.
+"""SageMakerCallbackQueueHook: the SQS calls of callback handling (receive, hide, release, delete).
 
-Built on the Amazon provider's ``SqsHook`` (which only sends): ``aws_conn_id``, ``region_name``, ``verify``
-and ``config`` behave as users know them. Every call goes through the project's one backoff policy
-(:mod:`sagemaker_pipelines_provider.utils.backoff`: throttling, 5xx and dropped connections are retried
-within a bounded budget); botocore's own retries are off unless configured, so budgets do not multiply.
-
-Contract of the message-state calls: a message that is *gone* — deleted by someone else, its receipt
-handle superseded or expired, no longer in flight, or its queue deleted — is reported by a ``False``
-return, never by an exception, because for callback handling "gone" is an expected outcome (another copy
-was answered, the token is settled) rather than an error.
-"""
+Built on the Amazon provider's ``SqsHook``; every call goes through the provider's one backoff policy.
+A message that is *gone* (deleted elsewhere, receipt handle superseded, queue deleted) is a ``False``
+return, never an exception. See ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -30,6 +23,7 @@ from sagemaker_pipelines_provider.utils.backoff import (
     call_with_backoff,
     error_code,
 )
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +50,7 @@ RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount"]
 
 
 def is_gone(error: BaseException) -> bool:
-    """True when ``error`` says the message or its receipt handle is no longer valid (see module doc)."""
+    """True when ``error`` says the message or its receipt handle is no longer valid."""
     return error_code(error) in GONE_CODES
 
 
@@ -65,7 +59,7 @@ def clamp_visibility(seconds: int | float) -> int:
     return max(0, min(MAX_VISIBILITY_TIMEOUT, int(seconds)))
 
 
-class CallbackQueueHook(SqsHook):
+class SageMakerCallbackQueueHook(SqsHook):
     """Receive, hide, release and delete callback messages on an SQS queue.
 
     :param backoff_policy: bounds of the retry loop; defaults to the project's
@@ -136,7 +130,7 @@ class CallbackQueueHook(SqsHook):
         return list(response.get("Messages") or [])
 
     def change_visibility(self, queue_url: str, receipt_handle: str, visibility_timeout: int) -> bool:
-        """ChangeMessageVisibility; False when the message is gone (see module doc)."""
+        """ChangeMessageVisibility; False when the message is gone (``docs/callbacks.md``)."""
         try:
             self._call(
                 "ChangeMessageVisibility",
@@ -300,4 +294,13 @@ def _split_copies(raw: Sequence[dict[str, Any]], queue_url: str, token: str) -> 
     return copies, others
 
 
-__all__ = ["GONE_CODES", "CallbackQueueHook", "clamp_visibility", "is_gone"]
+__all__ = ["GONE_CODES", "SageMakerCallbackQueueHook", "clamp_visibility", "is_gone"]
+
+# Former names (deprecated): importable from here, with a warning.
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "CallbackQueueHook": "SageMakerCallbackQueueHook",
+    },
+)

@@ -1,18 +1,7 @@
 """The "SageMaker Pipeline Execution" extra link, and the one console-URL builder for an execution.
 
-URL format. SageMaker Studio's pipeline pages live at
-``https://studio-<domain-id>.studio.<region>.sagemaker.aws/pipelines/view/<pipeline>/executions/<id>/graph``,
-which needs the Studio domain ID — something a task does not know (an account may have several domains
-or none). So the link targets the SageMaker console, which needs only the region and the ARN and which
-AWS keeps redirecting to the account's Studio experience:
-``https://<region>.console.aws.amazon.com/sagemaker/home?region=<region>#/pipelines/<pipeline>/executions/<id>``
-(``console.amazonaws.cn`` in China, ``console.amazonaws-us-gov.com`` in GovCloud). Everything is read
-from the execution ARN ``arn:<partition>:sagemaker:<region>:<account>:pipeline/<pipeline>/execution/<id>``.
-
-The operator pushes the execution ARN to XCom under :data:`EXECUTION_ARN_XCOM_KEY` as soon as the
-execution starts; the link reads it back, so the link works while the task is still waiting (or
-deferred), and for the sensor too.
-"""
+The link reads the execution ARN the task pushed under :data:`EXECUTION_ARN_XCOM_KEY` and targets the
+SageMaker console (the URL needs only the ARN). Why not Studio's URL: ``docs/start-and-wait.md``."""
 
 from __future__ import annotations
 

@@ -1,34 +1,8 @@
-"""Answer a SageMaker callback token, then delete its message: SendCallbackSuccessOperator / FailureOperator.
+"""Answer a SageMaker callback token, then delete its message: the callback answer operators.
 
-Contract, for both operators:
-
-- the answer carries a ``ClientRequestToken`` derived (by the one derivation,
-  :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the callback token, the kind
-  of answer and its content (outputs or reason as sent), and the content carries no try number or clock,
-  so a retry or a re-run of the same task is the *same request* to SageMaker; a different answer after the
-  first (another kind, another reason) is refused by SageMaker and reported as ``already_answered`` — a
-  token never gets a second, different answer, and a ClientRequestToken never carries two;
-- outputs are flattened to strings and checked against SageMaker's limits before the call (nothing is sent
-  when they break one); a failure reason is cut to 256 characters, ending with a marker;
-- the claim on the message is renewed right before the answer and held until the delete (SQS may accept
-  a delete made with an outdated receipt handle without deleting). A claim that cannot be renewed is
-  *lost* (the message was received again elsewhere): the answer still goes out, the delete is not
-  trusted (``message_deleted`` False, ``claim_lost`` True) and the visible copies are swept; a copy in
-  flight elsewhere is deleted by the next receiver of this provider that gets it, since receivers delete
-  the messages of answered tokens (:mod:`~sagemaker_pipelines_provider.callbacks.liveness`);
-- only once the token is answered (or reported already answered) is the message deleted, and then — when
-  copies are likely: duplicates seen at the claim, a ``Stopping`` message, a token already answered, an
-  execution that is stopping — every other visible copy of it is swept from the queue (SQS delivers at
-  least once; a ``Stopping`` message carries the same token). A crash before the delete leaves the
-  message on the queue: it comes back and its next answer is reported already answered, after which it
-  is deleted;
-- an unknown token (``ResourceNotFound``: wrong region or account, or an execution that no longer exists)
-  fails the task and leaves the message on the queue for its redrive policy.
-
-The message to delete is given either as ``message`` (the dict :class:`~sagemaker_pipelines_provider.
-sensors.callback.SageMakerCallbackSensor` returns — it also supplies the token) or as ``queue_url`` +
-``receipt_handle``; with neither, the token is answered and nothing is deleted.
-"""
+:class:`SageMakerCallbackSuccessOperator`, :class:`SageMakerCallbackFailureOperator` (idempotent per
+token, kind and content; the message is deleted only once the token is answered) and
+:class:`SageMakerCallbackReconcileOperator` (overdue callbacks). Their contract: ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -51,10 +25,11 @@ from sagemaker_pipelines_provider.callbacks.message import (
     mask_token,
 )
 from sagemaker_pipelines_provider.callbacks.reconciler import answer_overdue_callbacks
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import CallbackAnswer, SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback import DEFAULT_VISIBILITY_TIMEOUT
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -82,7 +57,7 @@ def task_label(context: Context) -> str:
 
 
 class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
-    """Shared plumbing of the answer operators (see the module docstring for the contract)."""
+    """Shared plumbing of the answer operators (contract: ``docs/callbacks.md``)."""
 
     aws_hook_class = SageMakerPipelineHook
     answer_kind = ""
@@ -129,9 +104,9 @@ class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
         return token
 
     @cached_property
-    def queue_hook(self) -> CallbackQueueHook:
+    def queue_hook(self) -> SageMakerCallbackQueueHook:
         """The SQS hook (same connection settings as the SageMaker hook)."""
-        return CallbackQueueHook(**self._hook_parameters)
+        return SageMakerCallbackQueueHook(**self._hook_parameters)
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -267,7 +242,7 @@ class _CallbackAnswerOperator(AwsBaseOperator[SageMakerPipelineHook]):
         return status in ("Stopping", "Stopped")
 
 
-class SendCallbackSuccessOperator(_CallbackAnswerOperator):
+class SageMakerCallbackSuccessOperator(_CallbackAnswerOperator):
     """Answer a callback token with success and ``outputs`` (the step's output parameters), then delete it.
 
     :param token: the callback token (templated); defaults to ``message["token"]``.
@@ -311,13 +286,13 @@ class SendCallbackSuccessOperator(_CallbackAnswerOperator):
         return "success", self.hook.send_step_success(token, dict(outputs or {}))
 
 
-class SendCallbackFailureOperator(_CallbackAnswerOperator):
+class SageMakerCallbackFailureOperator(_CallbackAnswerOperator):
     """Answer a callback token with failure and ``reason``, then delete its message.
 
     :param reason: why the step failed (templated); cut to 256 characters, ending with a marker. The
         SageMaker execution fails with it.
     :param token, message, queue_url, receipt_handle, delete_message, sweep_copies: as for
-        :class:`SendCallbackSuccessOperator`.
+        :class:`SageMakerCallbackSuccessOperator`.
     """
 
     template_fields: Sequence[str] = aws_template_fields(
@@ -339,7 +314,7 @@ class SendCallbackFailureOperator(_CallbackAnswerOperator):
         return "failure", self.hook.send_step_failure(token, reason)
 
 
-class AnswerOverdueCallbacksOperator(AwsBaseOperator[SageMakerPipelineHook]):
+class SageMakerCallbackReconcileOperator(AwsBaseOperator[SageMakerPipelineHook]):
     """Answer with failure the callback steps of ``pipeline_name`` waiting longer than ``older_than``.
 
     The reconciler of :mod:`sagemaker_pipelines_provider.callbacks.reconciler` as a task, for a maintenance
@@ -386,7 +361,9 @@ class AnswerOverdueCallbacksOperator(AwsBaseOperator[SageMakerPipelineHook]):
             older_than=self.older_than,
             reason=self.reason or None,
             dry_run=self.report_only,
-            queue_hook_factory=(lambda: CallbackQueueHook(**hook_params)) if self.sweep_messages else None,
+            queue_hook_factory=(lambda: SageMakerCallbackQueueHook(**hook_params))
+            if self.sweep_messages
+            else None,
         )
         self.log.info(
             "%d callback step(s) of %s waiting longer than %s%s",
@@ -399,9 +376,20 @@ class AnswerOverdueCallbacksOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
 
 __all__ = [
-    "AnswerOverdueCallbacksOperator",
-    "SendCallbackFailureOperator",
-    "SendCallbackSuccessOperator",
+    "SageMakerCallbackFailureOperator",
+    "SageMakerCallbackReconcileOperator",
+    "SageMakerCallbackSuccessOperator",
     "answer_request_token",
     "stopping_reason",
 ]
+
+# Former names (deprecated): importable from here, with a warning.
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "SendCallbackSuccessOperator": "SageMakerCallbackSuccessOperator",
+        "SendCallbackFailureOperator": "SageMakerCallbackFailureOperator",
+        "AnswerOverdueCallbacksOperator": "SageMakerCallbackReconcileOperator",
+    },
+)

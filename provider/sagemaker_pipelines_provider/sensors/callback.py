@@ -1,31 +1,7 @@
 """SageMakerCallbackSensor: wait for a SageMaker callback message on an SQS queue, and claim it.
 
-Contract (the "no-loss rule" of callback handling):
-
-- the matching message is **claimed, not deleted**: it is hidden for ``visibility_timeout`` seconds and
-  returned; the tasks after the sensor keep it hidden while they work
-  (:mod:`sagemaker_pipelines_provider.callbacks.lease`), and the answer operators delete it only after its
-  token was answered (or reported already answered). Deferred, the claim taken in the triggerer is renewed
-  when the task resumes; if it lapsed meanwhile, the sensor waits again (the message comes back);
-- a matching message whose token is already answered (a duplicate, a late copy) is deleted instead of
-  returned, and the sensor keeps waiting (:mod:`sagemaker_pipelines_provider.callbacks.liveness`: one
-  ListPipelineExecutionSteps per candidate message; when that cannot be told, the message is returned);
-- messages that do not match are made visible again at once; malformed ones (not JSON, no token) are logged
-  once and left to the queue's redrive policy; neither is ever deleted here;
-- on retry the sensor simply waits again: a message it claimed before a crash comes back after its
-  visibility timeout and is claimed again; answering its token a second time is refused by SageMaker as
-  already answered, so a second, different answer is never produced;
-- on kill the claim (if any) lapses after ``visibility_timeout``; nothing else is held;
-- a ``"status": "Stopping"`` message (the execution was stopped while the callback waited) is returned like
-  any other, with ``status`` set: the handler must skip its work and still answer the token — the execution
-  ends Stopped only once the token is answered. When both the original message and the Stopping one are
-  in the same received batch, the Stopping one is returned.
-
-Result (XCom ``return_value``): ``{"token", "pipeline_execution_arn", "arguments", "status", "message_id",
-"queue_url", "receipt_handle", "receive_count", "visibility_timeout"}``; the arguments are also pushed
-under the XCom key ``arguments``. They are untrusted input: they are never rendered as templates here, and
-log lines show only a bounded preview.
-"""
+The matching message is claimed (hidden), never deleted here; a message whose token is already answered
+is deleted and the sensor keeps waiting. The contract and the result dict: ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -51,7 +27,7 @@ from sagemaker_pipelines_provider.callbacks.message import (
 from sagemaker_pipelines_provider.hooks.callback_queue import (
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_TIME_SECONDS,
-    CallbackQueueHook,
+    SageMakerCallbackQueueHook,
 )
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback import (
@@ -69,8 +45,8 @@ if TYPE_CHECKING:
 ARGUMENTS_XCOM_KEY = "arguments"
 
 
-class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
-    """Wait for a SageMaker Pipelines callback message on ``queue_url`` and claim it (see module doc).
+class SageMakerCallbackSensor(AwsBaseSensor[SageMakerCallbackQueueHook]):
+    """Wait for a SageMaker Pipelines callback message on ``queue_url`` and claim it (``docs/callbacks.md``).
 
     Routing: every condition given must hold; none given takes any callback message on the queue.
 
@@ -90,7 +66,7 @@ class SageMakerCallbackSensor(AwsBaseSensor[CallbackQueueHook]):
         receive in the worker, one long poll per poke.
     """
 
-    aws_hook_class = CallbackQueueHook
+    aws_hook_class = SageMakerCallbackQueueHook
     template_fields: Sequence[str] = aws_template_fields(
         "queue_url", "pipeline_execution_arn", "pipeline_name", "match_arguments"
     )

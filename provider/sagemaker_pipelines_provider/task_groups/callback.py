@@ -1,37 +1,7 @@
 """callback_handler(): a TaskGroup that answers one SageMaker callback — wait, work, answer, never unanswered.
 
-Shape of the group ``<group_id>``::
-
-    wait ──> work tasks ──> answer            (answer success with outputs)
-      └──────────────────────> answer_failure  (runs when any task of the group failed or timed out)
-
-- ``wait`` — :class:`~sagemaker_pipelines_provider.sensors.callback.SageMakerCallbackSensor` (or, with
-  ``from_asset``, a task taking the message from the asset event that scheduled the run): claims the
-  message, never deletes it;
-- work — whatever ``work`` builds: a TaskFlow function called with the message's arguments, or operators
-  (``GlueJobOperator``, ``EcsRunTaskOperator``, anything) to which the DAG author maps argument values
-  explicitly. Before each work task runs, it takes a *lease* on the message
-  (:mod:`sagemaker_pipelines_provider.callbacks.lease`), so the message stays hidden while the work runs in a
-  live worker and comes back if that worker dies; if the message is a ``Stopping`` one, the work task is
-  skipped instead (the execution is being stopped);
-- ``answer`` — :class:`~sagemaker_pipelines_provider.operators.callback.SendCallbackSuccessOperator`: answers
-  success with ``outputs`` (or, for a ``Stopping`` message, failure saying so), then deletes the message and
-  its copies;
-- ``answer_failure`` — trigger rule ``one_failed`` over every other task of the group: answers failure with a
-  reason naming the failed task(s), then deletes the message. So no token is left unanswered by a failure
-  or a timeout of any task (the pipeline execution fails with that reason). If ``wait`` itself failed or
-  timed out, there is no token and it is skipped.
-
-Guarantees on retry, kill and duplicate delivery follow from the operators': answers are idempotent per
-(token, kind) and a token never gets two different answers; the message is deleted only after its token
-is answered; a killed worker's lease lapses and the message returns to be received by the next waiter.
-What the group does not cover — the whole DAG run killed or timed out (``dagrun_timeout``) before
-``answer_failure`` runs — is what :mod:`sagemaker_pipelines_provider.callbacks.reconciler` is for.
-
-Security: the message's arguments are untrusted. They reach the work as data only (XCom values, never
-rendered as templates), and never choose AWS resources by themselves: the DAG author maps each argument
-the work uses, e.g. ``script_args={"--model": args.template("model_artifacts")}``.
-"""
+``wait`` → work tasks → ``answer``, and ``answer_failure`` when any task of the group fails or times
+out. The group's shape, guarantees and security rules: ``docs/callbacks.md``."""
 
 from __future__ import annotations
 
@@ -50,14 +20,15 @@ from airflow.sdk.definitions.xcom_arg import XComArg
 from sagemaker_pipelines_provider.callbacks import lease
 from sagemaker_pipelines_provider.callbacks.liveness import TokenState
 from sagemaker_pipelines_provider.callbacks.message import STOPPING, mask_token
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.operators.callback import (
-    SendCallbackFailureOperator,
-    SendCallbackSuccessOperator,
+    SageMakerCallbackFailureOperator,
+    SageMakerCallbackSuccessOperator,
 )
 from sagemaker_pipelines_provider.sensors.callback import ARGUMENTS_XCOM_KEY, SageMakerCallbackSensor
 from sagemaker_pipelines_provider.triggers.callback import DEFAULT_VISIBILITY_TIMEOUT
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
@@ -69,7 +40,7 @@ ANSWER_TASK_ID = "answer"
 ANSWER_FAILURE_TASK_ID = "answer_failure"
 
 
-class CallbackArguments:
+class SageMakerCallbackArguments:
     """What a non-TaskFlow ``work`` builder receives: explicit ways to map message values into operators.
 
     - :meth:`template` — a Jinja expression for one argument, for an operator's templated field
@@ -152,7 +123,7 @@ def hold_claimed_message(context: Context, wait_task_id: str, hook_params: Mappi
         )
     visibility = int(message.get("visibility_timeout") or DEFAULT_VISIBILITY_TIMEOUT)
     held = lease.hold(
-        CallbackQueueHook(**hook_params, backoff_policy=lease.lease_policy(visibility)),
+        SageMakerCallbackQueueHook(**hook_params, backoff_policy=lease.lease_policy(visibility)),
         str(message["queue_url"]),
         str(message["receipt_handle"]),
         visibility,
@@ -191,7 +162,7 @@ def _attach_hold(task: Any, wait_task_id: str, hook_params: Mapping[str, Any]) -
     task._pre_execute_hook = pre_execute
 
 
-class _GroupAnswerFailureOperator(SendCallbackFailureOperator):
+class _GroupAnswerFailureOperator(SageMakerCallbackFailureOperator):
     """``answer_failure`` of a callback_handler group: pulls the message itself, names the failed tasks.
 
     It only runs when a task of the group failed, so it always ends failed itself (after answering, or
@@ -241,7 +212,7 @@ class _GroupAnswerFailureOperator(SendCallbackFailureOperator):
         return sorted(task_id for task_id, state in states.items() if str(state) == "failed")
 
 
-class _GroupAnswerOperator(SendCallbackSuccessOperator):
+class _GroupAnswerOperator(SageMakerCallbackSuccessOperator):
     """``answer`` of a callback_handler group: skipped when ``wait`` pushed no message."""
 
     def __init__(self, *, wait_task_id: str, **kwargs: Any) -> None:
@@ -256,7 +227,7 @@ class _GroupAnswerOperator(SendCallbackSuccessOperator):
         return super().execute(context)
 
 
-class CallbackFromAssetEventOperator(BaseOperator):
+class SageMakerCallbackFromAssetEventOperator(BaseOperator):
     """First task of an event-driven handler run: take the callback message from the triggering asset event.
 
     The run was scheduled by a :class:`~sagemaker_pipelines_provider.triggers.callback.
@@ -297,7 +268,7 @@ class CallbackFromAssetEventOperator(BaseOperator):
             raise AirflowSkipException(
                 f"No callback message among the events of asset {self.asset.name!r} that triggered this run"
             )
-        sqs = CallbackQueueHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        sqs = SageMakerCallbackQueueHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         chosen, others = dict(payloads[0]), payloads[1:]
         for other in others:
             sqs.release(str(other["queue_url"]), [str(other["receipt_handle"])])
@@ -345,7 +316,7 @@ def refuse_routing_on_a_waiting_task(group_id: str, pipeline_execution_arn: Any)
             "pipeline_execution_arn=start.execution_arn)\n"
             '    handler["answer"] >> done\n\n'
             "or let pipeline_chain build the three: "
-            "chain.pipeline(name, callback=CallbackWork(queue_url=..., work=...))."
+            "chain.pipeline(name, callback=SageMakerCallbackWork(queue_url=..., work=...))."
         )
 
 
@@ -369,7 +340,7 @@ def callback_handler(
     region_name: str | None = None,
     **group_kwargs: Any,
 ) -> TaskGroup:
-    """Build the TaskGroup that waits for one callback, runs ``work`` and answers the token (module doc).
+    """Build the TaskGroup that waits for one callback, runs ``work`` and answers the token.
 
     :param group_id: the TaskGroup id.
     :param queue_url: the callback queue (templated in the sensor); not needed with ``from_asset``.
@@ -381,7 +352,7 @@ def callback_handler(
     :param from_asset: event-driven mode: take the message from the asset event (of a
         ``CallbackMessageEventTrigger`` watcher) that scheduled this run instead of waiting on the queue.
     :param work: a TaskFlow task (``@task`` function), called with the message's arguments dict; or a
-        callable called once at parse time, inside the group, with :class:`CallbackArguments`, that
+        callable called once at parse time, inside the group, with :class:`SageMakerCallbackArguments`, that
         creates the work operators and returns them (one, a list, or an XComArg). ``None``: no work, the
         callback is answered at once.
     :param outputs: the output parameters of the success answer: a dict (values may be templates or
@@ -405,7 +376,7 @@ def callback_handler(
     with TaskGroup(group_id, **group_kwargs) as group:
         wait: BaseOperator
         if from_asset is not None:
-            wait = CallbackFromAssetEventOperator(
+            wait = SageMakerCallbackFromAssetEventOperator(
                 task_id=WAIT_TASK_ID, asset=from_asset, visibility_timeout=visibility_timeout, **aws
             )
         else:
@@ -426,7 +397,7 @@ def callback_handler(
                 wait_output: Any = wait.output
                 result = work(wait_output[ARGUMENTS_XCOM_KEY])
             else:
-                result = work(CallbackArguments(wait))
+                result = work(SageMakerCallbackArguments(wait))
         work_tasks = [t for t in group.iter_tasks() if t.task_id not in before]
         work_ids = {t.task_id for t in work_tasks}
         hook_params = {**aws, "verify": None, "config": None}
@@ -467,9 +438,19 @@ def callback_handler(
 
 
 __all__ = [
-    "CallbackArguments",
-    "CallbackFromAssetEventOperator",
+    "SageMakerCallbackArguments",
+    "SageMakerCallbackFromAssetEventOperator",
     "callback_handler",
     "hold_claimed_message",
     "refuse_routing_on_a_waiting_task",
 ]
+
+# Former names (deprecated): importable from here, with a warning.
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "CallbackArguments": "SageMakerCallbackArguments",
+        "CallbackFromAssetEventOperator": "SageMakerCallbackFromAssetEventOperator",
+    },
+)

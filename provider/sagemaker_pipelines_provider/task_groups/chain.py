@@ -1,59 +1,8 @@
-"""pipeline_chain(): many small SageMaker pipelines, Glue jobs and ECS tasks in one DAG, wired by XComArgs.
+"""pipeline_chain(): SageMaker pipelines, Glue jobs and ECS tasks in one TaskGroup, wired by typed references.
 
-A *chain* is a TaskGroup in which every link runs after the previous one, and in which the result of a
-pipeline execution is read by the links after it through typed references instead of
-``{{ ti.xcom_pull(...) }}`` strings::
-
-    from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
-    from sagemaker_pipelines_provider.task_groups.chain import CallbackWork, pipeline_chain
-
-    with pipeline_chain("retrain", poll_interval=30) as chain:
-        features = chain.pipeline("features", parameters={"InputDataUrl": "s3://data/{{ ds }}/"})
-        chain.add(
-            GlueJobOperator(
-                task_id="validate_features",
-                job_name="validate-features",
-                script_args={"--features": features.execution_id.format("s3://bucket/features/{}/train")},
-            )
-        )
-        training = chain.pipeline(
-            "training",
-            parameters={"TrainingDataUrl": features.execution_id.format("s3://bucket/features/{}/train")},
-            callback=CallbackWork(queue_url=QUEUE_URL, work=build_ecs_validation),
-        )
-        evaluation = chain.pipeline("evaluation", parameters={"ModelDataUrl": training.value().map(url_of)})
-        chain.add(publish_model(MODELS, evaluation.result))  # sagemaker_pipelines_provider.assets
-
-    # fan-out: one execution per market, parameters from an upstream task's list
-    retrain = chain.pipeline_map("per_market", "training", parameters=markets.map(market_parameters))
-
-What a link returns (:class:`PipelineLink`) exposes the execution's result as :class:`PipelineValue`
-references — ``execution_arn``, ``execution_id``, ``status``, ``display_name``, ``parameter(name)``,
-``output(step, name)``, ``model_package_arn`` — usable in any templated field of any operator (nested
-in dicts and lists too). Each one:
-
-- makes the consuming task depend on the producing task (Airflow finds it like any XComArg);
-- resolves, when the consuming task renders its templates, to the value in the producer's result, and that
-  value is **data**: it is never rendered as a Jinja template again (an output parameter that contains
-  ``{{ ... }}`` stays literal);
-- fails the consuming task with a message naming the producer, the path and what was there when the
-  value is missing.
-
-Pipelines with a Callback step (``callback=CallbackWork(...)``) become three parts: ``<id>`` starts the
-execution without waiting, ``<id>_callback`` (a :func:`~sagemaker_pipelines_provider.task_groups.callback.
-callback_handler` group routed on that execution's ARN) answers the callback, and ``<id>_wait`` waits for
-the execution's end and returns its result. The link's references point at that final result.
-
-Fan-out (:meth:`PipelineChain.pipeline_map`) is Airflow's dynamic task mapping over the ``parameters``
-argument: a list of dicts, or an XComArg resolving to one (``upstream.output.map(fn)``). Its
-:class:`MappedPipelineLink` exposes ``results`` (the list of result dicts, in map-index order) and
-``execution_arns``.
-
-Defaults given to :func:`pipeline_chain` (``poll_interval``, ``deferrable``, ``pool``, ``aws_conn_id``...)
-apply to every pipeline task of the chain; without ``poll_interval``, the configuration option
-``[sagemaker_pipelines] default_poll_interval`` (30 s) applies (tests and the local demo set it low with
-``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL`` so that DAGs poll fast without being changed).
-"""
+:class:`SageMakerPipelineChain` adds members one after the other; a :class:`SageMakerPipelineChainMember`
+exposes its execution's result as :class:`~sagemaker_pipelines_provider.references.PipelineValue`
+references. How to use it: ``docs/chaining.md``."""
 
 from __future__ import annotations
 
@@ -73,6 +22,7 @@ from sagemaker_pipelines_provider.references import (
     execution_id_from_arn,
 )
 from sagemaker_pipelines_provider.sensors.pipeline import SageMakerPipelineExecutionSensor
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 if TYPE_CHECKING:
@@ -123,7 +73,7 @@ class _ResultRefs:
 
 
 @dataclass
-class CallbackWork:
+class SageMakerCallbackWork:
     """How a chained pipeline's Callback step is answered: the arguments of
     :func:`~sagemaker_pipelines_provider.task_groups.callback.callback_handler` (minus the routing, which
     the chain sets to the execution's ARN)."""
@@ -136,7 +86,7 @@ class CallbackWork:
     match_arguments: dict[str, Any] | None = None
 
 
-class PipelineLink(_ResultRefs):
+class SageMakerPipelineChainMember(_ResultRefs):
     """One chained pipeline: its tasks and typed references into its result."""
 
     def __init__(
@@ -164,7 +114,7 @@ class PipelineLink(_ResultRefs):
         return self.result_task
 
 
-class MappedPipelineLink:
+class SageMakerPipelineChainMappedMember:
     """A fan-out of one pipeline: one execution per element of ``parameters``."""
 
     def __init__(self, task: Any) -> None:
@@ -186,8 +136,8 @@ def _execution_arn_of(result: Any) -> Any:
     return result["pipeline_execution_arn"]
 
 
-class PipelineChain:
-    """The builder :func:`pipeline_chain` yields; each method adds one link after the previous one."""
+class SageMakerPipelineChain:
+    """The builder :func:`pipeline_chain` yields; each method adds one member after the previous one."""
 
     def __init__(self, group: TaskGroup, defaults: Mapping[str, Any]) -> None:
         self.group = group
@@ -211,7 +161,7 @@ class PipelineChain:
     # -- links --------------------------------------------------------------------------------------------
 
     def add(self, task: Any) -> Any:
-        """Append any operator, TaskFlow call (XComArg) or TaskGroup as the next link; return it."""
+        """Append any operator, TaskFlow call (XComArg) or TaskGroup as the next member; return it."""
         first = task
         last = task
         if isinstance(task, XComArg):
@@ -228,10 +178,10 @@ class PipelineChain:
         task_id: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         display_name: str | None = None,
-        callback: CallbackWork | None = None,
+        callback: SageMakerCallbackWork | None = None,
         **operator_kwargs: Any,
-    ) -> PipelineLink:
-        """Run one execution of ``pipeline_name`` as the next link (see the module doc).
+    ) -> SageMakerPipelineChainMember:
+        """Run one execution of ``pipeline_name`` as the next member (``docs/chaining.md``).
 
         :param task_id: default: the pipeline name with ``-`` replaced by ``_``.
         :param parameters: templated; values may be :class:`PipelineValue` references of earlier links.
@@ -251,7 +201,7 @@ class PipelineChain:
                 display_name=display_name,
                 **kwargs,
             )
-            link = PipelineLink(op, op)
+            link = SageMakerPipelineChainMember(op, op)
             self._append(op, op)
             self.links.append(link)
             return link
@@ -263,9 +213,9 @@ class PipelineChain:
         pipeline_name: str,
         parameters: Mapping[str, Any] | None,
         display_name: str | None,
-        callback: CallbackWork,
+        callback: SageMakerCallbackWork,
         kwargs: dict[str, Any],
-    ) -> PipelineLink:
+    ) -> SageMakerPipelineChainMember:
         from sagemaker_pipelines_provider.task_groups.callback import callback_handler
 
         poll_interval = float(kwargs["poll_interval"])
@@ -306,7 +256,7 @@ class PipelineChain:
         # Only the success answer leads on: answer_failure (skipped when all went well) must not skip the
         # wait; when the work failed, answer_failure fails the execution and the wait is upstream_failed.
         group["answer"] >> wait
-        link = PipelineLink(start, wait, group)
+        link = SageMakerPipelineChainMember(start, wait, group)
         self._append(start, wait)
         self.links.append(link)
         return link
@@ -320,7 +270,7 @@ class PipelineChain:
         display_name: str | None = None,
         max_active_tis_per_dag: int | None = None,
         **operator_kwargs: Any,
-    ) -> MappedPipelineLink:
+    ) -> SageMakerPipelineChainMappedMember:
         """Fan out: one execution of ``pipeline_name`` per element of ``parameters`` (dynamic task mapping).
 
         :param parameters: a list of parameter dicts, or an XComArg resolving to one (e.g.
@@ -338,15 +288,15 @@ class PipelineChain:
         mapped = SageMakerPipelineOperator.partial(
             task_id=tid, pipeline_name=pipeline_name, display_name=display_name, **kwargs
         ).expand(parameters=parameters)
-        link = MappedPipelineLink(mapped)
+        link = SageMakerPipelineChainMappedMember(mapped)
         self._append(mapped, mapped)
         self.links.append(link)
         return link
 
 
 @contextmanager
-def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
-    """A TaskGroup whose links run one after the other (module doc); ``defaults`` go to every pipeline task.
+def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[SageMakerPipelineChain]:
+    """A TaskGroup whose members run one after the other; ``defaults`` go to every pipeline task.
 
     ``defaults`` are :class:`~sagemaker_pipelines_provider.operators.pipeline.SageMakerPipelineOperator`
     arguments (``deferrable``, ``poll_interval``, ``pool``, ``aws_conn_id``, ``retries``...). Without
@@ -356,16 +306,28 @@ def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[PipelineChain]:
     first/last links.
     """
     with TaskGroup(group_id) as group:
-        yield PipelineChain(group, defaults)
+        yield SageMakerPipelineChain(group, defaults)
 
 
 __all__ = [
-    "CallbackWork",
-    "MappedPipelineLink",
-    "PipelineChain",
-    "PipelineLink",
     "PipelineValue",
     "PipelineValueMissing",
+    "SageMakerCallbackWork",
+    "SageMakerPipelineChain",
+    "SageMakerPipelineChainMappedMember",
+    "SageMakerPipelineChainMember",
     "execution_id_from_arn",
     "pipeline_chain",
 ]
+
+# Former names (deprecated): importable from here, with a warning.
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "CallbackWork": "SageMakerCallbackWork",
+        "PipelineChain": "SageMakerPipelineChain",
+        "PipelineLink": "SageMakerPipelineChainMember",
+        "MappedPipelineLink": "SageMakerPipelineChainMappedMember",
+    },
+)
