@@ -7,7 +7,6 @@ trigger rules and where its definition comes from: ``docs/mirror.md``.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -25,8 +24,6 @@ from sagemaker_pipelines_provider.definition_source import (
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY
 from sagemaker_pipelines_provider.utils.step_status import BranchRef
-
-log = logging.getLogger(__name__)
 
 START_TASK_ID = "start"
 RESULT_TASK_ID = "result"
