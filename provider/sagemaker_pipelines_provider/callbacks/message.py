@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sagemaker_pipelines_provider.utils.arn import ExecutionArn, as_pipeline_name
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token
 
 #: CallbackToken in the botocore model: exactly 10 characters, ``[a-zA-Z0-9]+``.
@@ -34,8 +35,6 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9]{10}$")
 STOPPING = "Stopping"
 #: Longest preview of a message's arguments written to a log line.
 LOG_PREVIEW_CHARS = 200
-
-_EXECUTION_ARN = re.compile(r":pipeline/(?P<pipeline>[^/]+)/execution/(?P<execution>[^/]+)$")
 
 
 class MalformedMessage(ValueError):
@@ -158,17 +157,13 @@ def parse_message(sqs_message: Mapping[str, Any], queue_url: str) -> CallbackMes
 
 def pipeline_name_of(pipeline_execution_arn: str | None) -> str | None:
     """``my-pipeline`` from ``arn:aws:sagemaker:<region>:<account>:pipeline/my-pipeline/execution/<id>``."""
-    if not pipeline_execution_arn:
-        return None
-    match = _EXECUTION_ARN.search(pipeline_execution_arn)
-    return match.group("pipeline") if match else None
+    arn = ExecutionArn.parse_or_none(pipeline_execution_arn)
+    return arn.pipeline_name if arn else None
 
 
 def _pipeline_name_from_argument(value: str) -> str:
     """Accept a pipeline name or a pipeline ARN (``arn:...:pipeline/<name>``) for routing."""
-    if value.startswith("arn:") and ":pipeline/" in value:
-        return value.split(":pipeline/", 1)[1].split("/", 1)[0]
-    return value
+    return as_pipeline_name(value)
 
 
 def _int(value: Any, *, default: int) -> int:

@@ -107,15 +107,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from airflow.sdk.execution_time.context import NEVER_EXPIRE
 from botocore.exceptions import ClientError
 
-from sagemaker_pipelines_provider.hooks.pipeline import (
-    PipelineParametersInvalid,
-    SageMakerPipelineHook,
-    build_execution_result,
-    failure_message,
-    step_transitions,
-)
+from sagemaker_pipelines_provider.hooks.pipeline import PipelineParametersInvalid, SageMakerPipelineHook
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.references import PipelineValue
+from sagemaker_pipelines_provider.results import ExecutionResult, execution_verdict, step_transitions
 from sagemaker_pipelines_provider.triggers.capacity import CapacityWaitTrigger
 from sagemaker_pipelines_provider.triggers.kill import is_waited_on_here
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
@@ -126,6 +121,7 @@ from sagemaker_pipelines_provider.utils.backoff import (
     is_capacity_error,
 )
 from sagemaker_pipelines_provider.utils.deadline import parse_deadline, seconds_left
+from sagemaker_pipelines_provider.utils.events import execution_event_result
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token, stop_token
@@ -308,7 +304,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
     # ---------------------------------------------------------------------------------------------------
     # entry points
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> ExecutionResult | None:
         self._deferred = False
         deadline = None
         if self.execution_timeout:
@@ -322,7 +318,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         deadline: str | None = None,
         capacity_attempt: int = 0,
         capacity_since: str | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         """Deferral target after ``ResourceLimitExceeded``: try the start (or retry) again, unless the
         capacity wait is over (then the task fails and nothing is started).
 
@@ -339,7 +335,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def resume_after_stopping(
         self, context: Context, event: Mapping[str, Any] | None = None, deadline: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         """Deferral target of the wait for a re-attached ``Stopping`` execution to end: apply the re-attach
         rule to the status it ended in (or fail when the deadline came first)."""
         event = event or {}
@@ -356,20 +352,13 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             raise AirflowException(event.get("message") or f"Waiting for {arn} to stop failed: {event}")
         return self._start_or_attach(context, deadline=deadline, capacity=CapacityWait())
 
-    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> ExecutionResult:
         """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
-        if not event:
-            raise AirflowException("PipelineExecutionTrigger fired without an event payload.")
-        arn = event.get("pipeline_execution_arn")
-        if arn:
+        arn = (event or {}).get("pipeline_execution_arn")
+        if arn:  # known before a timeout is raised: Airflow then calls on_kill, which stops it
             self._execution_arn = str(arn)
             self._task_identity(context)
-        status = event.get("status")
-        if status == "success":
-            return dict(event["result"])
-        if status == "timeout":
-            raise AirflowTaskTimeout(event.get("message") or f"execution_timeout passed waiting for {arn}")
-        raise AirflowException(event.get("message") or f"Waiting for {arn} failed: {event}")
+        return execution_event_result(event)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also stop the execution when Airflow times the deferral out (the triggerer missed the deadline)."""
@@ -427,7 +416,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _start_or_attach(
         self, context: Context, *, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         state = StartState.load(context)
         self._state = state
         self._task_identity(context)
@@ -439,7 +428,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _reattach(
         self, context: Context, state: StartState, status: str, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         """The re-attach rule (module docstring) for this task instance's execution ``state.arn``."""
         assert state.arn is not None
         arn = state.arn
@@ -465,7 +454,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         state.save(context)  # the new counter is recorded before the start: a crash re-sends its token
         return self._start_fresh(context, state, deadline, capacity)
 
-    def _wait_for_stopping(self, context: Context, arn: str, deadline: str | None) -> dict[str, Any] | None:
+    def _wait_for_stopping(self, context: Context, arn: str, deadline: str | None) -> ExecutionResult | None:
         """Wait (deferred when deferrable) for a re-attached Stopping execution to end, then re-decide."""
         self._announce(context, arn)
         self.log.info(
@@ -489,7 +478,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _start_fresh(
         self, context: Context, state: StartState, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         hook = self.hook
         try:
             parameters = hook.validate_parameters(self.pipeline_name, self.parameters)
@@ -543,7 +532,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _retry_failed(
         self, context: Context, state: StartState, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         assert state.arn is not None
         arn = state.arn
         state.retries += 1
@@ -667,18 +656,12 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         context["ti"].xcom_push(key=EXECUTION_ARN_XCOM_KEY, value=arn)
 
     def _step_types(self) -> dict[str, str]:
-        try:
-            return self.hook.describe_pipeline(self.pipeline_name).step_types
-        except Exception as err:  # only the result's step types are lost
-            self.log.warning(
-                "Could not read the definition of %s for step types: %s", self.pipeline_name, err
-            )
-            return {}
+        return self.hook.step_types(self.pipeline_name)
 
-    def _result_now(self, arn: str) -> dict[str, Any]:
+    def _result_now(self, arn: str) -> ExecutionResult:
         return self.hook.get_execution_result(arn, step_types=self._step_types())
 
-    def _attached(self, context: Context, arn: str, deadline: str | None) -> dict[str, Any] | None:
+    def _attached(self, context: Context, arn: str, deadline: str | None) -> ExecutionResult | None:
         self._announce(context, arn)
         if not self.wait_for_completion:
             return self._result_now(arn)
@@ -716,15 +699,16 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self._deferred = True  # from here on a kill of this process is not necessarily a kill of the task
         self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
-    def _wait_polling(self, arn: str, deadline: str | None) -> dict[str, Any]:
+    def _wait_polling(self, arn: str, deadline: str | None) -> ExecutionResult:
         step_types = self._step_types()
         describe, steps = self._poll_until_ended(arn, deadline, step_types)
         parameters = self.hook.list_pipeline_parameters_for_execution(arn)
-        result = build_execution_result(describe, steps, parameters, step_types=step_types)
-        status = str(describe["PipelineExecutionStatus"])
-        if execution_outcome(status, allow_stopped=self.allow_stopped) is Outcome.SUCCESS:
-            return result
-        raise AirflowException(failure_message(result))
+        verdict = execution_verdict(
+            describe, steps, parameters, allow_stopped=self.allow_stopped, step_types=step_types
+        )
+        if verdict.outcome is Outcome.SUCCESS:
+            return verdict.result
+        raise AirflowException(verdict.message)
 
     def _poll_until_ended(
         self, arn: str, deadline: str | None, step_types: Mapping[str, str]

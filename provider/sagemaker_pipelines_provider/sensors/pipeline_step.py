@@ -55,6 +55,7 @@ from sagemaker_pipelines_provider.triggers.pipeline_step import (
     step_payload,
 )
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.events import trigger_event
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import is_terminal
 from sagemaker_pipelines_provider.utils.step_status import StepVerdict, step_verdict
@@ -242,7 +243,11 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def _finish(self, context: Context, arn: str, verdict: StepVerdict, step: Any = None) -> Any:
         """Turn a final verdict into the task's end: return the step, skip or fail."""
         if verdict.state == "success":
-            return step if step is not None else step_payload(verdict, **self._payload_args(arn))
+            return (
+                step
+                if step is not None
+                else step_payload(verdict, step_name=self.step_name, step_type=self.step_type)
+            )
         if verdict.state == "skipped":
             raise AirflowSkipException(verdict.reason)
         label = f"{self.step_name} ({self.step_type})" if self.step_type else self.step_name
@@ -253,9 +258,6 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         if self.resume_failed:
             message += "\nClear this task to resume the execution (RetryPipelineExecution) from this step."
         raise AirflowException(message)
-
-    def _payload_args(self, arn: str) -> dict[str, Any]:
-        return {"step_name": self.step_name, "step_type": self.step_type, "arn": arn}
 
     # ---------------------------------------------------------------------------------------------------
     # entry points
@@ -302,11 +304,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
         """Deferral target of :class:`PipelineStepTrigger`: apply its verdict (a failure may resume)."""
         arn = self._arn()
-        if not event:
-            raise AirflowException("PipelineStepTrigger fired without an event payload.")
+        event = trigger_event(event, "PipelineStepTrigger")
         status = event.get("status")
-        if status == "error":
-            raise AirflowException(event.get("message") or f"Waiting for step {self.step_name} failed")
         if status in ("success", "skipped"):
             return self._finish(
                 context,
