@@ -161,11 +161,6 @@ def pipeline_name_of(pipeline_execution_arn: str | None) -> str | None:
     return arn.pipeline_name if arn else None
 
 
-def _pipeline_name_from_argument(value: str) -> str:
-    """Accept a pipeline name or a pipeline ARN (``arn:...:pipeline/<name>``) for routing."""
-    return as_pipeline_name(value)
-
-
 def _int(value: Any, *, default: int) -> int:
     try:
         return int(value)
@@ -234,7 +229,7 @@ class CallbackRoute:
         """Build a route from (rendered) operator fields; empty strings count as "not given"."""
         return cls(
             pipeline_execution_arn=(pipeline_execution_arn or "").strip() or None,
-            pipeline_name=_pipeline_name_from_argument((pipeline_name or "").strip()) or None,
+            pipeline_name=as_pipeline_name((pipeline_name or "").strip()) or None,
             match_arguments=dict(match_arguments) if match_arguments else None,
         )
 
