@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
+from sagemaker_pipelines_provider.utils.arn import ExecutionArn
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.definitions.xcom_arg import XComArg
@@ -104,7 +106,7 @@ class PipelineValue(ResolveMixin):
 
 def execution_id_from_arn(arn: str) -> str:
     """``<id>`` from ``arn:aws:sagemaker:<region>:<account>:pipeline/<name>/execution/<id>``."""
-    return str(arn).rsplit("/", 1)[-1]
+    return ExecutionArn.parse(str(arn)).execution_id
 
 
 __all__ = ["MISSING", "PipelineValue", "PipelineValueMissing", "execution_id_from_arn"]

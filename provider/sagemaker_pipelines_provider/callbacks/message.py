@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sagemaker_pipelines_provider.utils.arn import ExecutionArn, as_pipeline_name
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token
 
 #: CallbackToken in the botocore model: exactly 10 characters, ``[a-zA-Z0-9]+``.
@@ -25,8 +26,6 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9]{10}$")
 STOPPING = "Stopping"
 #: Longest preview of a message's arguments written to a log line.
 LOG_PREVIEW_CHARS = 200
-
-_EXECUTION_ARN = re.compile(r":pipeline/(?P<pipeline>[^/]+)/execution/(?P<execution>[^/]+)$")
 
 
 class MalformedMessage(ValueError):
@@ -149,17 +148,8 @@ def parse_message(sqs_message: Mapping[str, Any], queue_url: str) -> CallbackMes
 
 def pipeline_name_of(pipeline_execution_arn: str | None) -> str | None:
     """``my-pipeline`` from ``arn:aws:sagemaker:<region>:<account>:pipeline/my-pipeline/execution/<id>``."""
-    if not pipeline_execution_arn:
-        return None
-    match = _EXECUTION_ARN.search(pipeline_execution_arn)
-    return match.group("pipeline") if match else None
-
-
-def _pipeline_name_from_argument(value: str) -> str:
-    """Accept a pipeline name or a pipeline ARN (``arn:...:pipeline/<name>``) for routing."""
-    if value.startswith("arn:") and ":pipeline/" in value:
-        return value.split(":pipeline/", 1)[1].split("/", 1)[0]
-    return value
+    arn = ExecutionArn.parse_or_none(pipeline_execution_arn)
+    return arn.pipeline_name if arn else None
 
 
 def _int(value: Any, *, default: int) -> int:
@@ -230,7 +220,7 @@ class CallbackRoute:
         """Build a route from (rendered) operator fields; empty strings count as "not given"."""
         return cls(
             pipeline_execution_arn=(pipeline_execution_arn or "").strip() or None,
-            pipeline_name=_pipeline_name_from_argument((pipeline_name or "").strip()) or None,
+            pipeline_name=as_pipeline_name((pipeline_name or "").strip()) or None,
             match_arguments=dict(match_arguments) if match_arguments else None,
         )
 

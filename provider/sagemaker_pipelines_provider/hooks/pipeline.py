@@ -1,23 +1,10 @@
 """SageMakerPipelineHook: every SageMaker Pipelines call this provider makes, synchronous and asynchronous.
 
-Built on the Amazon provider's ``AwsBaseHook`` (client type ``sagemaker``), so ``aws_conn_id``,
-``region_name``, ``verify`` and ``config`` (``botocore_config`` on operators) behave as users know them.
-
-Guarantees of every call made through this hook:
-
-- throttling, 5xx, dropped connections (and ``ConflictException`` on stop) are retried with jittered
-  backoff within a bounded budget (:mod:`sagemaker_pipelines_provider.utils.backoff`); botocore's own
-  retries are switched off unless the connection or ``config`` sets ``retries`` explicitly, so the
-  budget is the one policy rather than multiplied by botocore's;
-- every mutating call (start, retry, stop, callback answers) carries a ``ClientRequestToken`` derived
-  with :func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`, so a repeated request is the
-  same request to SageMaker: the caller supplies it for start, retry and stop (from the task's identity);
-  a callback answer's is derived here from the token and the answer as sent (one token, one request);
-- list calls return every page (except :meth:`SageMakerPipelineHook.list_pipeline_executions`, which
-  returns one page and the next token: the poller decides how far to read).
-
-The module also holds the pure helpers that turn API answers into what tasks return and log:
-:func:`build_execution_result`, :func:`step_transitions` and :func:`failure_message`.
+An ``AwsBaseHook`` (client type ``sagemaker``). Every call retries throttling and 5xx within one bounded
+budget, every mutating call carries a derived ``ClientRequestToken``, list calls return every page: see
+README "Starting and waiting" and :mod:`~sagemaker_pipelines_provider.utils.backoff`. The result helpers
+(``build_execution_result``, ``failure_message``, ``step_transitions``) live in
+:mod:`sagemaker_pipelines_provider.results` and are importable from here too.
 """
 
 from __future__ import annotations
@@ -44,7 +31,14 @@ from sagemaker_pipelines_provider.definition import (
     describe_parameters,
     parse_definition,
 )
-from sagemaker_pipelines_provider.links.pipeline import execution_console_url
+from sagemaker_pipelines_provider.results import (
+    ExecutionResult,
+    build_execution_result,
+    failure_message,
+    step_outputs,
+    step_transitions,
+)
+from sagemaker_pipelines_provider.utils.arn import ExecutionArn
 from sagemaker_pipelines_provider.utils.backoff import (
     DEFAULT_POLICY,
     BackoffPolicy,
@@ -65,17 +59,6 @@ TRUNCATION_MARKER = "...[truncated]"
 
 #: A stop is issued from on_kill paths that have little time: its transient-retry budget is shorter.
 STOP_BUDGET_SECONDS = 25.0
-
-#: ListPipelineExecutionSteps metadata key -> the definition's step ``Type``.
-_METADATA_STEP_TYPES = {
-    "TrainingJob": "Training",
-    "ProcessingJob": "Processing",
-    "TransformJob": "Transform",
-    "TuningJob": "Tuning",
-    "AutoMLJob": "AutoML",
-}
-#: Metadata key -> the output name under which its ``Arn`` is reported in a result's ``outputs``.
-_ARN_OUTPUT_NAMES = {"RegisterModel": "ModelPackageArn"}
 
 
 class PipelineParametersInvalid(ValueError):
@@ -340,14 +323,36 @@ class SageMakerPipelineHook(AwsBaseHook):
             raise
         return True
 
-    def get_execution_result(
-        self, pipeline_execution_arn: str, *, step_types: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        """Describe + steps + parameters of an execution, as :func:`build_execution_result` shapes them."""
-        describe = self.describe_pipeline_execution(pipeline_execution_arn)
+    def read_execution(
+        self, pipeline_execution_arn: str, *, describe: Mapping[str, Any] | None = None
+    ) -> tuple[Mapping[str, Any], list[dict[str, Any]], dict[str, str]]:
+        """``(describe, steps, parameters)`` of an execution; a ``describe`` at hand saves its call."""
+        if describe is None:
+            describe = self.describe_pipeline_execution(pipeline_execution_arn)
         steps = self.list_pipeline_execution_steps(pipeline_execution_arn)
         parameters = self.list_pipeline_parameters_for_execution(pipeline_execution_arn)
-        return build_execution_result(describe, steps, parameters, step_types=step_types)
+        return describe, steps, parameters
+
+    def get_execution_result(
+        self, pipeline_execution_arn: str, *, step_types: Mapping[str, str] | None = None
+    ) -> ExecutionResult:
+        """Describe + steps + parameters of an execution, as :func:`build_execution_result` shapes them."""
+        return build_execution_result(*self.read_execution(pipeline_execution_arn), step_types=step_types)
+
+    def step_types(self, pipeline_name: str | None) -> dict[str, str]:
+        """Step name -> Type from the pipeline's definition (name, pipeline ARN or execution ARN).
+
+        Best effort, for results and log lines: ``{}`` with a warning when the definition cannot be read.
+        """
+        execution = ExecutionArn.parse_or_none(pipeline_name)
+        pipeline = execution.pipeline_name if execution else pipeline_name
+        if not pipeline:
+            return {}
+        try:
+            return self.describe_pipeline(pipeline).step_types
+        except Exception as err:  # only the result's step types are lost
+            log.warning("Could not read the definition of %s for step types: %s", pipeline, err)
+            return {}
 
     # ---------------------------------------------------------------------------------------------------
     # callbacks
@@ -504,6 +509,22 @@ class SageMakerPipelineHook(AwsBaseHook):
             state = token_state(steps, callback_token, str(describe.get("PipelineExecutionStatus")))
         return state
 
+    async def aread_execution(
+        self,
+        pipeline_execution_arn: str,
+        *,
+        client: Any,
+        steps: Sequence[Mapping[str, Any]] | None = None,
+        describe: Mapping[str, Any] | None = None,
+    ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]], dict[str, str]]:
+        """``(describe, steps, parameters)`` (async); ``steps`` / ``describe`` at hand save their calls."""
+        if describe is None:
+            describe = await self.adescribe_pipeline_execution(pipeline_execution_arn, client=client)
+        if steps is None:
+            steps = await self.alist_pipeline_execution_steps(pipeline_execution_arn, client=client)
+        parameters = await self.alist_pipeline_parameters_for_execution(pipeline_execution_arn, client=client)
+        return describe, steps, parameters
+
     async def aget_execution_result(
         self,
         pipeline_execution_arn: str,
@@ -512,14 +533,12 @@ class SageMakerPipelineHook(AwsBaseHook):
         step_types: Mapping[str, str] | None = None,
         steps: Sequence[Mapping[str, Any]] | None = None,
         describe: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """Describe + steps + parameters (async); ``steps`` / ``describe`` at hand save their calls."""
-        if describe is None:
-            describe = await self.adescribe_pipeline_execution(pipeline_execution_arn, client=client)
-        if steps is None:
-            steps = await self.alist_pipeline_execution_steps(pipeline_execution_arn, client=client)
-        parameters = await self.alist_pipeline_parameters_for_execution(pipeline_execution_arn, client=client)
-        return build_execution_result(describe, steps, parameters, step_types=step_types)
+    ) -> ExecutionResult:
+        """:meth:`get_execution_result` (async); ``steps`` / ``describe`` at hand save their calls."""
+        read = await self.aread_execution(
+            pipeline_execution_arn, client=client, steps=steps, describe=describe
+        )
+        return build_execution_result(*read, step_types=step_types)
 
     # ---------------------------------------------------------------------------------------------------
     # pagination
@@ -702,193 +721,10 @@ def is_already_answered(error: BaseException) -> bool:
     return False
 
 
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.isoformat()
-    return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return _iso(value)
-    return value
-
-
-def step_type(step: Mapping[str, Any], step_types: Mapping[str, str] | None = None) -> str | None:
-    """A listed step's Type: from the definition when known, else from its metadata key."""
-    name = str(step.get("StepName"))
-    if step_types and name in step_types:
-        return step_types[name]
-    for key in step.get("Metadata") or {}:
-        return _METADATA_STEP_TYPES.get(key, key)
-    return None
-
-
-def _latest_per_step(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One entry per step name (the most recently started), ordered by start time."""
-    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-
-    def started(step: Mapping[str, Any]) -> dt.datetime:
-        value = step.get("StartTime")
-        if isinstance(value, dt.datetime):
-            return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return epoch
-
-    latest: dict[str, Mapping[str, Any]] = {}
-    for step in steps:
-        name = str(step.get("StepName"))
-        if name not in latest or started(step) >= started(latest[name]):
-            latest[name] = step
-    return sorted(latest.values(), key=lambda s: (started(s), str(s.get("StepName"))))
-
-
-def step_outputs(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """What a downstream task templates from one step's metadata.
-
-    Callback / Lambda: their output parameters ``{name: value}``; RegisterModel: ``ModelPackageArn``; job
-    steps: ``<Kind>Arn`` (``TrainingJobArn``, ``ProcessingJobArn``, ``ModelArn``...); Condition: ``Outcome``;
-    Fail: ``ErrorMessage``; others: their scalar metadata fields.
-    """
-    outputs: dict[str, Any] = {}
-    for kind, body in metadata.items():
-        if not isinstance(body, Mapping):
-            continue
-        if kind in ("Callback", "Lambda"):
-            for parameter in body.get("OutputParameters") or []:
-                outputs[str(parameter.get("Name"))] = parameter.get("Value")
-            continue
-        for field, value in body.items():
-            if field == "Arn":
-                outputs[_ARN_OUTPUT_NAMES.get(kind, f"{kind}Arn")] = value
-            elif isinstance(value, str | int | float | bool):
-                outputs[field] = value
-    return outputs
-
-
-def build_execution_result(
-    describe: Mapping[str, Any],
-    steps: Sequence[Mapping[str, Any]],
-    parameters: Mapping[str, str] | Sequence[Mapping[str, str]],
-    *,
-    step_types: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The value a task returns (and pushes to XCom) for one execution; JSON-serialisable.
-
-    ``{"pipeline_execution_arn", "status", "failure_reason", "display_name", "pipeline_name",
-    "parameters": {name: value}, "steps": {name: {"type", "status", "start", "end", "attempts",
-    "failure_reason", "metadata"}}, "outputs": {step name: step_outputs(metadata)}}``. Times are ISO-8601
-    strings; a step listed several times (retries) is reported by its most recent entry.
-    """
-    if not isinstance(parameters, Mapping):
-        parameters = {str(p["Name"]): str(p.get("Value", "")) for p in parameters}
-    arn = str(describe.get("PipelineExecutionArn", ""))
-    result_steps: dict[str, Any] = {}
-    outputs: dict[str, Any] = {}
-    for step in _latest_per_step(steps):
-        name = str(step.get("StepName"))
-        metadata = _jsonable(step.get("Metadata") or {})
-        result_steps[name] = {
-            "type": step_type(step, step_types),
-            "status": step.get("StepStatus"),
-            "start": _iso(step.get("StartTime")),
-            "end": _iso(step.get("EndTime")),
-            "attempts": step.get("AttemptCount"),
-            "failure_reason": step.get("FailureReason"),
-            "metadata": metadata,
-        }
-        produced = step_outputs(metadata)
-        if produced:
-            outputs[name] = produced
-    return {
-        "pipeline_execution_arn": arn,
-        "pipeline_name": pipeline_name_from_arn(arn),
-        "status": describe.get("PipelineExecutionStatus"),
-        "failure_reason": describe.get("FailureReason"),
-        "display_name": describe.get("PipelineExecutionDisplayName"),
-        "parameters": dict(parameters),
-        "steps": result_steps,
-        "outputs": outputs,
-    }
-
-
 def pipeline_name_from_arn(arn: str) -> str | None:
-    """``my-pipeline`` from ``arn:aws:sagemaker:<region>:<account>:pipeline/my-pipeline/execution/<id>``."""
-    _, _, resource = arn.partition(":pipeline/")
-    name = resource.split("/", 1)[0]
-    return name or None
-
-
-def step_transitions(
-    previous: Mapping[str, str],
-    steps: Sequence[Mapping[str, Any]],
-    step_types: Mapping[str, str] | None = None,
-) -> tuple[dict[str, str], list[str]]:
-    """Compare listed steps with the statuses seen before; return the new statuses and one line per change.
-
-    A line reads ``Step Train (Training): Succeeded after 12.3s`` (duration once the step has ended,
-    failure reason when it failed). Steps whose status did not change produce no line.
-    """
-    seen = dict(previous)
-    lines: list[str] = []
-    for step in _latest_per_step(steps):
-        name = str(step.get("StepName"))
-        status = str(step.get("StepStatus"))
-        if seen.get(name) == status:
-            continue
-        seen[name] = status
-        line = f"Step {name} ({step_type(step, step_types) or 'unknown type'}): {status}"
-        start, end = step.get("StartTime"), step.get("EndTime")
-        if isinstance(start, dt.datetime) and isinstance(end, dt.datetime):
-            line += f" after {(end - start).total_seconds():.1f}s"
-        if step.get("AttemptCount") and int(step["AttemptCount"]) > 1:
-            line += f" (attempt {step['AttemptCount']})"
-        if step.get("FailureReason"):
-            line += f": {step['FailureReason']}"
-        lines.append(line)
-    return seen, lines
-
-
-def _job_arn(metadata: Mapping[str, Any]) -> str | None:
-    for kind, body in metadata.items():
-        if isinstance(body, Mapping) and kind not in ("Callback", "Lambda") and body.get("Arn"):
-            return str(body["Arn"])
-        if isinstance(body, Mapping) and kind == "Lambda" and body.get("Arn"):
-            return str(body["Arn"])
-    return None
-
-
-def failure_message(result: Mapping[str, Any], *, allow_stopped_hint: bool = True) -> str:
-    """Why an execution did not succeed: status, reason, failed steps (reason, job ARN), console link."""
-    arn = str(result.get("pipeline_execution_arn"))
-    status = result.get("status")
-    lines = [f"SageMaker pipeline execution {arn} ended {status}."]
-    if result.get("failure_reason"):
-        lines.append(f"Reason: {result['failure_reason']}")
-    failed = {n: s for n, s in (result.get("steps") or {}).items() if s.get("status") == "Failed"}
-    if failed:
-        lines.append("Failed step(s):")
-        for name, step in failed.items():
-            entry = f"  - {name} ({step.get('type') or 'unknown type'})"
-            if step.get("failure_reason"):
-                entry += f": {step['failure_reason']}"
-            job = _job_arn(step.get("metadata") or {})
-            if job:
-                entry += f" [job: {job}]"
-            lines.append(entry)
-    if status == "Stopped" and allow_stopped_hint:
-        lines.append("Pass allow_stopped=True to treat a stopped execution as a success.")
-    url = execution_console_url(arn)
-    if url:
-        lines.append(f"Console: {url}")
-    return "\n".join(lines)
+    """The pipeline name in an execution ARN, or None when ``arn`` is not one."""
+    parsed = ExecutionArn.parse_or_none(arn)
+    return parsed.pipeline_name if parsed else None
 
 
 __all__ = [
@@ -901,6 +737,7 @@ __all__ = [
     "callback_output_parameters",
     "failure_message",
     "is_already_answered",
+    "pipeline_name_from_arn",
     "step_outputs",
     "step_transitions",
     "truncate",

@@ -5,11 +5,12 @@ SageMaker console (the URL needs only the ARN). Why not Studio's URL: ``docs/sta
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
+
+from sagemaker_pipelines_provider.utils.arn import ExecutionArn
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -18,23 +19,18 @@ if TYPE_CHECKING:
 #: XCom key under which the operator and the sensor push the execution ARN.
 EXECUTION_ARN_XCOM_KEY = "pipeline_execution_arn"
 
-_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z\-]*):sagemaker:(?P<region>[a-z0-9\-]+):\d{12}:"
-    r"pipeline/(?P<pipeline>[^/]+)/execution/(?P<execution>[^/]+)$"
-)
 _CONSOLE_DOMAINS = {"aws": "aws.amazon.com", "aws-cn": "amazonaws.cn", "aws-us-gov": "amazonaws-us-gov.com"}
 
 
 def execution_console_url(pipeline_execution_arn: str | None) -> str:
     """The console page of a pipeline execution, or ``""`` when the ARN is not an execution ARN."""
-    match = _ARN.match(pipeline_execution_arn or "")
-    if match is None:
+    arn = ExecutionArn.parse_or_none(pipeline_execution_arn)
+    if arn is None:
         return ""
-    region = match["region"]
-    domain = _CONSOLE_DOMAINS.get(match["partition"], "aws.amazon.com")
+    domain = _CONSOLE_DOMAINS.get(arn.partition, "aws.amazon.com")
     return (
-        f"https://{region}.console.{domain}/sagemaker/home?region={region}"
-        f"#/pipelines/{quote(match['pipeline'], safe='')}/executions/{quote(match['execution'], safe='')}"
+        f"https://{arn.region}.console.{domain}/sagemaker/home?region={arn.region}"
+        f"#/pipelines/{quote(arn.pipeline_name, safe='')}/executions/{quote(arn.execution_id, safe='')}"
     )
 
 

@@ -1,93 +1,8 @@
 """SageMakerPipelineOperator: run one SageMaker pipeline execution to a terminal state, exactly once.
 
-What a task instance of this operator guarantees (its identity is ``(dag_id, run_id, task_id,
-map_index)``):
-
-**Idempotent start.** The ``ClientRequestToken`` of StartPipelineExecution is derived from the identity,
-the pipeline and a start counter kept in ``task_state_store``; the execution ARN is stored there right
-after the start returns, before any waiting. A worker that dies between the start call and storing the
-ARN leaves the counter unchanged, so the next try sends the same token and SageMaker hands back the same
-execution: no duplicate. (This closes the gap ``ResumableJobMixin`` documents between submit and
-persist, which is why that mixin is not used: its "terminal failure -> resubmit fresh" rule would also
-forbid resuming a Failed execution.)
-
-**Re-attach on retry or clear** (the stored ARN survives both). One rule, built on the status policy
-(:func:`~sagemaker_pipelines_provider.utils.status.execution_outcome`):
-
-- ``Executing``: keep waiting on it;
-- ``Stopping`` (typically: a clear or mark-failed killed the previous try, which stopped it): wait until
-  it has ended, then apply the rule of the status it ended in. The wait is deferred when deferrable
-  (polled otherwise), ends at ``execution_timeout``, and the log says why the task waits: an execution
-  whose callback step nobody answers stays ``Stopping`` for up to 28 days;
-- a status the policy counts as success — ``Succeeded``, or ``Stopped`` with ``allow_stopped=True`` —
-  is the result: return it, start nothing;
-- ``Failed``: ``on_failed_retry="resume"`` (default) calls RetryPipelineExecution (succeeded steps are
-  kept, failed ones re-run); ``"restart"`` starts a fresh execution;
-- ``Stopped`` (``allow_stopped=False``): a fresh execution.
-
-A fresh execution after a terminal one first bumps the counter in ``task_state_store`` (then starts with
-the new token), so that restart is itself crash-safe.
-
-**How long the state lives.** The state is written with ``retention=NEVER_EXPIRE``: Airflow's cleanup of
-expired entries (``[state_store] default_retention_days``, 30 days by default) never removes it, and it
-goes when its DAG run is deleted. ``[state_store] clear_on_success = True`` (Airflow's default is False)
-still wipes it when the task succeeds, and nothing in Airflow survives that wipe and a later clear. The
-operator copes with a lost state through the tokens, which are deterministic: with no state it sends the
-first start token again; SageMaker answers a token it knows with the execution that token created. An
-answer created before the request (by more than :data:`REUSED_TOKEN_MARGIN`, so clock skew never turns a
-new execution into an old one) is an execution of an earlier try: the re-attach rule applies to it, and
-when that rule asks for a fresh execution the next token is sent, which walks the task instance's
-executions in order to the current one. SageMaker offers no lookup by token, and how long it remembers a
-token is not documented: a token it has forgotten starts a new execution. The RetryPipelineExecution
-counter is lost with the state too: a resume after the wipe may repeat an earlier retry's token, which
-SageMaker takes for a repeat (the execution stays Failed, the task fails, its next try retries with a new
-token). Keep ``clear_on_success`` off where a clear must never start a second execution.
-
-**Before any start** the parameters are checked against the pipeline's definition (unknown names, wrong
-Integer/Float/Boolean values, required parameters missing): the task fails without retry, listing the
-pipeline's parameters and their types, and nothing is started.
-
-**Waiting**: deferrable (``PipelineExecutionTrigger``), synchronous polling, or not at all
-(``wait_for_completion=False``). Every mode applies the one status policy: Succeeded is success; Failed and
-Stopped fail the task (``allow_stopped=True`` accepts Stopped).
-
-**Capacity.** ``ResourceLimitExceeded`` at StartPipelineExecution or RetryPipelineExecution (too many
-running executions) does not fail the task: it waits with backoff (sleeping, or deferred on a timer when
-deferrable) and tries again, until the earlier of the task's ``execution_timeout`` and
-``backoff_policy.capacity_budget_seconds`` (counted from the first refusal of the try). Then the task
-fails with "No capacity within ..." and nothing is started or retried after that point.
-
-**Kill** (``stop_on_kill=True``) stops the execution this task instance started (or re-attached to), and
-only on a real kill (the rules: :mod:`~sagemaker_pipelines_provider.triggers.kill`):
-
-- synchronous: ``on_kill``. Airflow calls it on SIGTERM (mark failed / success, clear, DAG run timeout:
-  the supervisor terminates the task) and on ``execution_timeout``;
-- deferred: the trigger's ``on_kill``. Airflow 3.3's triggerer calls it when it cancels a trigger whose
-  task instance left the deferred state by a user action or the scheduler (mark failed / success, clear,
-  DAG run timeout) — and also when it lost the trigger to another triggerer, which is why the trigger
-  first checks that the task instance is no longer deferred. ``execution_timeout`` is not enforced by
-  Airflow while deferred, so it becomes the trigger's ``deadline``: at the deadline the trigger stops the
-  execution and the task fails with a timeout. The deferral ``timeout`` (deadline + 2 min) is a backstop:
-  if the scheduler times the deferral out (no ``on_kill`` then), :meth:`resume_execution` stops the
-  execution on the worker;
-- deferred in the task's own process (``dag.test()`` / ``airflow dags test`` run the trigger in line): a
-  SIGTERM reaches this operator's ``on_kill`` through the handler Airflow's task runner leaves installed;
-  it stops the execution, then ends the process (exit status 143) instead of letting the wait go on. A
-  SIGTERM of a worker process after its task deferred (the wait is the triggerer's now) stops nothing;
-- not covered: a worker killed with SIGKILL / lost (no code runs: the next try re-attaches), a kill while
-  the trigger is not running in any triggerer, a kill between the start call and the ARN being known
-  (the next try re-attaches through the token), a triggerer restart or hand-over (on purpose: the
-  execution keeps running and the trigger resumes elsewhere).
-
-Every stop path of one attempt sends the same StopPipelineExecution token
-(:func:`~sagemaker_pipelines_provider.utils.tokens.stop_token`, from the identity, the execution and its
-``(counter, retries)``); after a RetryPipelineExecution the token is new, so a stop of the resumed
-execution is a new request rather than a repeat SageMaker would answer without stopping anything.
-
-**Result** (return value / XCom): see
-:func:`~sagemaker_pipelines_provider.hooks.pipeline.build_execution_result`.
-The ARN is also pushed under the XCom key ``pipeline_execution_arn`` as soon as the execution exists;
-:attr:`SageMakerPipelineOperator.execution_arn` is a reference to it for other tasks' arguments.
+The guarantees (idempotent start, re-attach on retry or clear, the state's lifetime, capacity waits,
+stop on a real kill) are README "Starting and waiting"; the result is ``docs/result-schema.md``. Here,
+the order of the calls keeps them: each step that could be cut short by a crash says why it is safe.
 """
 
 from __future__ import annotations
@@ -107,15 +22,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from airflow.sdk.execution_time.context import NEVER_EXPIRE
 from botocore.exceptions import ClientError
 
-from sagemaker_pipelines_provider.hooks.pipeline import (
-    PipelineParametersInvalid,
-    SageMakerPipelineHook,
-    build_execution_result,
-    failure_message,
-    step_transitions,
-)
+from sagemaker_pipelines_provider.hooks.pipeline import PipelineParametersInvalid, SageMakerPipelineHook
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.references import PipelineValue
+from sagemaker_pipelines_provider.results import ExecutionResult, execution_verdict, step_transitions
 from sagemaker_pipelines_provider.triggers.capacity import CapacityWaitTrigger
 from sagemaker_pipelines_provider.triggers.kill import is_waited_on_here
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
@@ -126,6 +36,7 @@ from sagemaker_pipelines_provider.utils.backoff import (
     is_capacity_error,
 )
 from sagemaker_pipelines_provider.utils.deadline import parse_deadline, seconds_left
+from sagemaker_pipelines_provider.utils.events import execution_event_result
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 from sagemaker_pipelines_provider.utils.tokens import idempotency_token, stop_token
@@ -154,8 +65,15 @@ class StartState:
     ``retries`` numbers the RetryPipelineExecution calls (part of the retry token). ``(counter, retries)``
     is the attempt, part of the stop token.
 
-    Saved with ``retention=NEVER_EXPIRE``: Airflow's cleanup of expired entries never removes it (the module
-    docstring says what happens when ``clear_on_success`` wipes it).
+    Saved with ``retention=NEVER_EXPIRE``: Airflow's cleanup of expired entries never removes it. When
+    ``[state_store] clear_on_success`` wipes it, the deterministic tokens stand in: the first start token is
+    sent again and an answer created before the request (by more than :data:`REUSED_TOKEN_MARGIN`) is an
+    earlier try's execution, re-attached to; the retry counter is lost too, so a resume may repeat an
+    earlier retry's token, which SageMaker takes for a repeat (the task fails, its next try retries anew).
+
+    The ARN is stored right after the start returns, before any wait, and the counter only moves before a
+    fresh start: the gap the Amazon provider's ``ResumableJobMixin`` leaves between submit and persist is
+    closed by the token (and that mixin's "terminal failure -> resubmit fresh" would forbid a resume).
     """
 
     counter: int = 0
@@ -308,7 +226,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
     # ---------------------------------------------------------------------------------------------------
     # entry points
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> ExecutionResult | None:
         self._deferred = False
         deadline = None
         if self.execution_timeout:
@@ -322,7 +240,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         deadline: str | None = None,
         capacity_attempt: int = 0,
         capacity_since: str | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         """Deferral target after ``ResourceLimitExceeded``: try the start (or retry) again, unless the
         capacity wait is over (then the task fails and nothing is started).
 
@@ -339,7 +257,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def resume_after_stopping(
         self, context: Context, event: Mapping[str, Any] | None = None, deadline: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         """Deferral target of the wait for a re-attached ``Stopping`` execution to end: apply the re-attach
         rule to the status it ended in (or fail when the deadline came first)."""
         event = event or {}
@@ -356,20 +274,13 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             raise AirflowException(event.get("message") or f"Waiting for {arn} to stop failed: {event}")
         return self._start_or_attach(context, deadline=deadline, capacity=CapacityWait())
 
-    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> ExecutionResult:
         """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
-        if not event:
-            raise AirflowException("PipelineExecutionTrigger fired without an event payload.")
-        arn = event.get("pipeline_execution_arn")
-        if arn:
+        arn = (event or {}).get("pipeline_execution_arn")
+        if arn:  # known before a timeout is raised: Airflow then calls on_kill, which stops it
             self._execution_arn = str(arn)
             self._task_identity(context)
-        status = event.get("status")
-        if status == "success":
-            return dict(event["result"])
-        if status == "timeout":
-            raise AirflowTaskTimeout(event.get("message") or f"execution_timeout passed waiting for {arn}")
-        raise AirflowException(event.get("message") or f"Waiting for {arn} failed: {event}")
+        return execution_event_result(event)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Also stop the execution when Airflow times the deferral out (the triggerer missed the deadline)."""
@@ -384,6 +295,15 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def on_kill(self) -> None:
         """Stop the execution this task started or re-attached to (``stop_on_kill``).
+
+        Airflow calls it on SIGTERM (mark failed / success, clear, DAG run timeout) and on
+        ``execution_timeout``. Deferred, the trigger's ``on_kill`` stops instead
+        (:mod:`~sagemaker_pipelines_provider.triggers.kill` has the rules), ``execution_timeout`` becomes the
+        trigger's deadline, and the deferral timeout (deadline + :data:`DEFERRAL_TIMEOUT_GRACE`) is a
+        backstop that :meth:`resume_execution` answers with a stop. Not covered: a worker killed with
+        SIGKILL or lost, a kill while no triggerer runs the trigger, a kill between the start call and the
+        ARN being known (the next try re-attaches in each case), and on purpose a triggerer restart or
+        hand-over (the execution keeps running; the trigger resumes elsewhere).
 
         Never raises, except :class:`SystemExit` (143) after stopping when the task was deferred and its
         trigger waits in this very process (``dag.test()``): Airflow's task runner calls ``on_kill`` from
@@ -427,7 +347,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _start_or_attach(
         self, context: Context, *, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         state = StartState.load(context)
         self._state = state
         self._task_identity(context)
@@ -439,8 +359,10 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _reattach(
         self, context: Context, state: StartState, status: str, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
-        """The re-attach rule (module docstring) for this task instance's execution ``state.arn``."""
+    ) -> ExecutionResult | None:
+        """The re-attach rule for this task instance's execution ``state.arn`` (README "Starting and
+        waiting"): Stopping -> wait for its end, then decide; Executing -> wait; a success under the status
+        policy -> its result; Failed -> resume or restart (``on_failed_retry``); Stopped -> a fresh one."""
         assert state.arn is not None
         arn = state.arn
         if status == "Stopping":
@@ -465,7 +387,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         state.save(context)  # the new counter is recorded before the start: a crash re-sends its token
         return self._start_fresh(context, state, deadline, capacity)
 
-    def _wait_for_stopping(self, context: Context, arn: str, deadline: str | None) -> dict[str, Any] | None:
+    def _wait_for_stopping(self, context: Context, arn: str, deadline: str | None) -> ExecutionResult | None:
         """Wait (deferred when deferrable) for a re-attached Stopping execution to end, then re-decide."""
         self._announce(context, arn)
         self.log.info(
@@ -489,7 +411,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _start_fresh(
         self, context: Context, state: StartState, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         hook = self.hook
         try:
             parameters = hook.validate_parameters(self.pipeline_name, self.parameters)
@@ -543,7 +465,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def _retry_failed(
         self, context: Context, state: StartState, deadline: str | None, capacity: CapacityWait
-    ) -> dict[str, Any] | None:
+    ) -> ExecutionResult | None:
         assert state.arn is not None
         arn = state.arn
         state.retries += 1
@@ -667,18 +589,12 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         context["ti"].xcom_push(key=EXECUTION_ARN_XCOM_KEY, value=arn)
 
     def _step_types(self) -> dict[str, str]:
-        try:
-            return self.hook.describe_pipeline(self.pipeline_name).step_types
-        except Exception as err:  # only the result's step types are lost
-            self.log.warning(
-                "Could not read the definition of %s for step types: %s", self.pipeline_name, err
-            )
-            return {}
+        return self.hook.step_types(self.pipeline_name)
 
-    def _result_now(self, arn: str) -> dict[str, Any]:
+    def _result_now(self, arn: str) -> ExecutionResult:
         return self.hook.get_execution_result(arn, step_types=self._step_types())
 
-    def _attached(self, context: Context, arn: str, deadline: str | None) -> dict[str, Any] | None:
+    def _attached(self, context: Context, arn: str, deadline: str | None) -> ExecutionResult | None:
         self._announce(context, arn)
         if not self.wait_for_completion:
             return self._result_now(arn)
@@ -716,15 +632,16 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self._deferred = True  # from here on a kill of this process is not necessarily a kill of the task
         self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
-    def _wait_polling(self, arn: str, deadline: str | None) -> dict[str, Any]:
+    def _wait_polling(self, arn: str, deadline: str | None) -> ExecutionResult:
         step_types = self._step_types()
         describe, steps = self._poll_until_ended(arn, deadline, step_types)
         parameters = self.hook.list_pipeline_parameters_for_execution(arn)
-        result = build_execution_result(describe, steps, parameters, step_types=step_types)
-        status = str(describe["PipelineExecutionStatus"])
-        if execution_outcome(status, allow_stopped=self.allow_stopped) is Outcome.SUCCESS:
-            return result
-        raise AirflowException(failure_message(result))
+        verdict = execution_verdict(
+            describe, steps, parameters, allow_stopped=self.allow_stopped, step_types=step_types
+        )
+        if verdict.outcome is Outcome.SUCCESS:
+            return verdict.result
+        raise AirflowException(verdict.message)
 
     def _poll_until_ended(
         self, arn: str, deadline: str | None, step_types: Mapping[str, str]

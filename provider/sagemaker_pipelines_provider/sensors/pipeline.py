@@ -1,10 +1,7 @@
 """SageMakerPipelineExecutionSensor: wait for a pipeline execution started elsewhere.
 
-Same status policy as the operator (:func:`~sagemaker_pipelines_provider.utils.status.execution_outcome`):
-Succeeded is success, Failed and Stopped fail the task (``allow_stopped=True`` accepts Stopped), and the
-same result dict (:func:`~sagemaker_pipelines_provider.hooks.pipeline.build_execution_result`) is returned
-to XCom. Works in ``poke``, ``reschedule`` and deferrable modes. The sensor never stops the execution it
-watches: it did not start it.
+Same status policy and result as the operator (README "Starting and waiting", ``docs/result-schema.md``),
+in ``poke``, ``reschedule`` and deferrable modes. It never stops the execution it watches.
 """
 
 from __future__ import annotations
@@ -18,13 +15,11 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk import PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException
 
-from sagemaker_pipelines_provider.hooks.pipeline import (
-    SageMakerPipelineHook,
-    failure_message,
-    pipeline_name_from_arn,
-)
+from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
+from sagemaker_pipelines_provider.results import ExecutionResult, execution_verdict
 from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.utils.events import execution_event_result
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 
@@ -68,16 +63,6 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         self.allow_stopped = allow_stopped
         self.deferrable = deferrable
 
-    def _step_types(self) -> dict[str, str]:
-        pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
-        if not pipeline:
-            return {}
-        try:
-            return self.hook.describe_pipeline(pipeline).step_types
-        except Exception as err:  # only the result's step types are lost
-            self.log.warning("Could not read the definition of %s for step types: %s", pipeline, err)
-            return {}
-
     def execute(self, context: Context) -> Any:
         context["ti"].xcom_push(key=EXECUTION_ARN_XCOM_KEY, value=self.pipeline_execution_arn)
         if not self.deferrable:
@@ -95,7 +80,7 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
                 poll_interval=float(self.poke_interval),
                 allow_stopped=self.allow_stopped,
                 stop_on_kill=False,
-                step_types=self._step_types(),
+                step_types=self.hook.step_types(self.pipeline_execution_arn),
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(self.timeout)) if self.timeout else None,
@@ -104,22 +89,20 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def poke(self, context: Context) -> PokeReturnValue | bool:
         hook = self.hook
         arn = self.pipeline_execution_arn
-        status = hook.describe_pipeline_execution(arn)["PipelineExecutionStatus"]
-        outcome = execution_outcome(status, allow_stopped=self.allow_stopped)
+        describe = hook.describe_pipeline_execution(arn)
+        status = describe["PipelineExecutionStatus"]
         self.log.info("Pipeline execution %s is %s", arn, status)
-        if outcome is Outcome.RUNNING:
+        if execution_outcome(status, allow_stopped=self.allow_stopped) is Outcome.RUNNING:
             return False
-        result = hook.get_execution_result(arn, step_types=self._step_types())
-        if outcome is Outcome.SUCCESS:
-            return PokeReturnValue(is_done=True, xcom_value=result)
-        raise AirflowException(failure_message(result))
-
-    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
-        if not event:
-            raise AirflowException("PipelineExecutionTrigger fired without an event payload.")
-        if event.get("status") == "success":
-            return dict(event["result"])
-        raise AirflowException(
-            event.get("message") or f"Waiting for {self.pipeline_execution_arn} failed: {event}"
+        verdict = execution_verdict(
+            *hook.read_execution(arn, describe=describe),
+            allow_stopped=self.allow_stopped,
+            step_types=hook.step_types(arn),
         )
+        if verdict.outcome is Outcome.SUCCESS:
+            return PokeReturnValue(is_done=True, xcom_value=verdict.result)
+        raise AirflowException(verdict.message)
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> ExecutionResult:
+        """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
+        return execution_event_result(event)

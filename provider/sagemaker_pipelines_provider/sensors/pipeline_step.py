@@ -1,33 +1,8 @@
 """SageMakerPipelineStepSensor: mirror one step of a pipeline execution as one Airflow task.
 
-The task ends as its step did (the one step policy,
-:func:`~sagemaker_pipelines_provider.utils.step_status.step_verdict`):
-
-- step Succeeded -> task **success**, returning the step (``name``, ``type``, ``status``, ``start``,
-  ``end``, ``attempts``, ``failure_reason``, ``metadata``, ``outputs``) to XCom;
-- step Failed / Stopped -> task **failed**, the exception carrying the step's ``FailureReason``;
-- step in a Condition branch not taken, or not run in an execution that has ended -> task **skipped**.
-
-**Resume.** A *new try* of the task (a retry, or a user clearing it) that finds its step Failed resumes
-the execution: once the execution has ended Failed, the task calls RetryPipelineExecution (succeeded steps
-are kept, failed ones re-run) and waits for the re-run of its step. The first try never resumes: it
-reports the failure. Guarantees:
-
-- idempotent across tasks and tries: the ``ClientRequestToken`` is derived
-  (:func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the execution ARN and the
-  failed steps with their attempt counts, so every step task resuming the same failure sends the same
-  request, and an execution another task already resumed is not retried again (it is no longer Failed);
-- a try resumes at most once, from the attempt it found failed; a re-run that fails again fails the try
-  (clear it again to resume again);
-- the execution is never started anew here (that is the start task's job) and never stopped.
-
-The attempt resumed from is kept in ``task_state_store``, so a worker that dies after the retry call
-does not lose it: the next try or reschedule waits for the re-run instead of mistaking the old attempt
-for a new failure.
-
-Waiting is deferrable by default
-(:class:`~sagemaker_pipelines_provider.triggers.pipeline_step.PipelineStepTrigger` on the shared
-step poller); ``deferrable=False`` pokes (``mode="reschedule"`` frees the worker slot).
+The step policy is :func:`~sagemaker_pipelines_provider.utils.step_status.step_verdict`; the task's end and
+the resume on a new try are :class:`SageMakerPipelineStepSensor`'s contract; README "Mirror a pipeline's
+steps in Airflow" shows the task group that uses it.
 """
 
 from __future__ import annotations
@@ -55,6 +30,7 @@ from sagemaker_pipelines_provider.triggers.pipeline_step import (
     step_payload,
 )
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.events import trigger_event
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import is_terminal
 from sagemaker_pipelines_provider.utils.step_status import StepVerdict, step_verdict
@@ -115,7 +91,35 @@ def retry_token(arn: str, steps: Sequence[Mapping[str, Any]]) -> str:
 
 
 class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
-    """Wait for one step of a pipeline execution and end as it did (see the module docstring).
+    """Wait for one step of a pipeline execution and end as it did.
+
+    The task ends as its step did (the one step policy,
+    :func:`~sagemaker_pipelines_provider.utils.step_status.step_verdict`):
+
+    - step Succeeded -> task **success**, returning the step (``name``, ``type``, ``status``, ``start``,
+      ``end``, ``attempts``, ``failure_reason``, ``metadata``, ``outputs``) to XCom;
+    - step Failed / Stopped -> task **failed**, the exception carrying the step's ``FailureReason``;
+    - step in a Condition branch not taken, or not run in an execution that has ended -> task **skipped**.
+
+    **Resume.** A *new try* of the task (a retry, or a user clearing it) that finds its step Failed resumes
+    the execution: once the execution has ended Failed, the task calls RetryPipelineExecution (succeeded steps
+    are kept, failed ones re-run) and waits for the re-run of its step. The first try never resumes: it
+    reports the failure. Guarantees:
+
+    - idempotent across tasks and tries: the ``ClientRequestToken`` is derived
+      (:func:`~sagemaker_pipelines_provider.utils.tokens.idempotency_token`) from the execution ARN and the
+      failed steps with their attempt counts, so every step task resuming the same failure sends the same
+      request, and an execution another task already resumed is not retried again (it is no longer Failed);
+    - a try resumes at most once, from the attempt it found failed; a re-run that fails again fails the try
+      (clear it again to resume again);
+    - the execution is never started anew here (that is the start task's job) and never stopped.
+
+    The attempt resumed from is kept in ``task_state_store``, so a worker that dies after the retry call
+    does not lose it: the next try or reschedule waits for the re-run instead of mistaking the old attempt
+    for a new failure.
+
+    Waiting is deferrable by default (:class:`PipelineStepTrigger` on the shared step poller);
+    ``deferrable=False`` pokes (``mode="reschedule"`` frees the worker slot).
 
     :param pipeline_execution_arn: the execution. Templated (the task group pulls it from the start
         task's XCom key ``pipeline_execution_arn``).
@@ -242,7 +246,11 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def _finish(self, context: Context, arn: str, verdict: StepVerdict, step: Any = None) -> Any:
         """Turn a final verdict into the task's end: return the step, skip or fail."""
         if verdict.state == "success":
-            return step if step is not None else step_payload(verdict, **self._payload_args(arn))
+            return (
+                step
+                if step is not None
+                else step_payload(verdict, step_name=self.step_name, step_type=self.step_type)
+            )
         if verdict.state == "skipped":
             raise AirflowSkipException(verdict.reason)
         label = f"{self.step_name} ({self.step_type})" if self.step_type else self.step_name
@@ -253,9 +261,6 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         if self.resume_failed:
             message += "\nClear this task to resume the execution (RetryPipelineExecution) from this step."
         raise AirflowException(message)
-
-    def _payload_args(self, arn: str) -> dict[str, Any]:
-        return {"step_name": self.step_name, "step_type": self.step_type, "arn": arn}
 
     # ---------------------------------------------------------------------------------------------------
     # entry points
@@ -302,11 +307,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
         """Deferral target of :class:`PipelineStepTrigger`: apply its verdict (a failure may resume)."""
         arn = self._arn()
-        if not event:
-            raise AirflowException("PipelineStepTrigger fired without an event payload.")
+        event = trigger_event(event, "PipelineStepTrigger")
         status = event.get("status")
-        if status == "error":
-            raise AirflowException(event.get("message") or f"Waiting for step {self.step_name} failed")
         if status in ("success", "skipped"):
             return self._finish(
                 context,

@@ -23,6 +23,7 @@ from sagemaker_pipelines_provider.definition_source import (
     resolve_definition,
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY
+from sagemaker_pipelines_provider.utils.arn import as_pipeline_name
 from sagemaker_pipelines_provider.utils.step_status import BranchRef
 
 START_TASK_ID = "start"
@@ -150,7 +151,7 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         definition_cache_ttl: float = DEFAULT_CACHE_TTL,
         **task_group_kwargs: Any,
     ) -> None:
-        group = group_id or _UNSAFE.sub("_", pipeline_name.rsplit("/", 1)[-1]) or "pipeline"
+        group = group_id or _UNSAFE.sub("_", as_pipeline_name(pipeline_name)) or "pipeline"
         task_group_kwargs.setdefault("tooltip", f"SageMaker pipeline {pipeline_name}: one task per step")
         super().__init__(group_id=group, **task_group_kwargs)
         base_dir = Path(self.dag.fileloc).parent if getattr(self.dag, "fileloc", None) else None

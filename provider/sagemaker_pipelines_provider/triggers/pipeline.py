@@ -28,17 +28,13 @@ and redistribution) only releases the subscription: it never stops the execution
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from sagemaker_pipelines_provider.hooks.pipeline import (
-    SageMakerPipelineHook,
-    failure_message,
-    pipeline_name_from_arn,
-    step_transitions,
-)
+from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook, pipeline_name_from_arn
+from sagemaker_pipelines_provider.results import build_execution_result, execution_verdict, step_transitions
 from sagemaker_pipelines_provider.triggers.kill import (
     run_to_the_end,
     task_instance_left_deferred,
@@ -182,12 +178,16 @@ class PipelineExecutionTrigger(BaseTrigger):
                     steps = await self._list_steps(poller, seen_steps)
                     if outcome is Outcome.RUNNING:
                         continue
-                    result = await self._result(poller, steps, update)
-                    if outcome is Outcome.SUCCESS:
-                        yield self._event({"status": "success", "result": result})
+                    verdict = execution_verdict(
+                        *await self._read(poller, steps, update),
+                        allow_stopped=self.allow_stopped,
+                        step_types=self.step_types,
+                    )
+                    if verdict.outcome is Outcome.SUCCESS:
+                        yield self._event({"status": "success", "result": verdict.result})
                     else:
-                        message = failure_message(result)
-                        yield self._event({"status": "failure", "result": result, "message": message})
+                        failure = {"status": "failure", "result": verdict.result, "message": verdict.message}
+                        yield self._event(failure)
                     return
 
     def _event(self, payload: dict[str, Any]) -> TriggerEvent:
@@ -230,16 +230,14 @@ class PipelineExecutionTrigger(BaseTrigger):
             self.log.info("%s", line)
         return steps
 
-    async def _result(
+    async def _read(
         self, poller: ExecutionStatusPoller, steps: list[dict[str, Any]], update: ExecutionUpdate | None
-    ) -> dict[str, Any]:
+    ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]], dict[str, str]]:
+        """``(describe, steps, parameters)``: the update's status at hand saves the describe call."""
         hook, arn = poller.hook, self.pipeline_execution_arn
         describe = update.as_describe(arn) if update is not None and update.status else None
         return await self._call(
-            poller,
-            lambda client: hook.aget_execution_result(
-                arn, client=client, step_types=self.step_types, steps=steps, describe=describe
-            ),
+            poller, lambda client: hook.aread_execution(arn, client=client, steps=steps, describe=describe)
         )
 
     async def _timeout_event(
@@ -253,7 +251,8 @@ class PipelineExecutionTrigger(BaseTrigger):
         else:
             message += " The execution was left running (stop_on_kill=False)."
         steps = await self._list_steps(poller, seen_steps)
-        result = await self._result(poller, steps, None)  # fresh status: the stop just changed it
+        # fresh status: the stop just changed it
+        result = build_execution_result(*await self._read(poller, steps, None), step_types=self.step_types)
         return self._event({"status": "timeout", "result": result, "message": message})
 
     async def _stop(self) -> bool:

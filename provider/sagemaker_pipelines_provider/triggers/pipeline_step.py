@@ -27,6 +27,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from sagemaker_pipelines_provider.hooks.pipeline import pipeline_name_from_arn
+from sagemaker_pipelines_provider.results import StepTaskResult, step_task_result
 from sagemaker_pipelines_provider.triggers.poller import PollerKey
 from sagemaker_pipelines_provider.triggers.step_poller import StepsPollerKey, get_steps_poller
 from sagemaker_pipelines_provider.utils.status import is_terminal
@@ -35,24 +36,9 @@ from sagemaker_pipelines_provider.utils.step_status import BranchRef, StepVerdic
 CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline_step.PipelineStepTrigger"
 
 
-def step_payload(
-    verdict: StepVerdict, *, step_name: str, step_type: str | None, arn: str
-) -> dict[str, Any] | None:
-    """The JSON-serialisable form of a step entry (the per-step shape of an execution result)."""
-    if verdict.entry is None:
-        return None
-    from sagemaker_pipelines_provider.hooks.pipeline import build_execution_result
-
-    result = build_execution_result(
-        {"PipelineExecutionArn": arn},
-        [verdict.entry],
-        {},
-        step_types={step_name: step_type} if step_type else None,
-    )
-    step = dict(result["steps"].get(step_name) or {})
-    step["name"] = step_name
-    step["outputs"] = result["outputs"].get(step_name, {})
-    return step
+def step_payload(verdict: StepVerdict, *, step_name: str, step_type: str | None) -> StepTaskResult | None:
+    """What the step's task returns for the verdict's entry (None when the step was never listed)."""
+    return None if verdict.entry is None else step_task_result(verdict.entry, step_name, step_type)
 
 
 def branch_refs(chain: Sequence[Any]) -> tuple[BranchRef, ...]:
@@ -200,12 +186,7 @@ class PipelineStepTrigger(BaseTrigger):
                     verdict.state,
                     snapshot.execution_status,
                     reason=verdict.reason,
-                    step=step_payload(
-                        verdict,
-                        step_name=self.step_name,
-                        step_type=self.step_type,
-                        arn=self.pipeline_execution_arn,
-                    ),
+                    step=step_payload(verdict, step_name=self.step_name, step_type=self.step_type),
                 )
 
     async def cleanup(self) -> None:

@@ -1,33 +1,16 @@
 """The one policy that maps one *step* of a pipeline execution to the state of the Airflow task mirroring it.
 
-:func:`step_verdict` is pure: it reads an execution status and a ListPipelineExecutionSteps answer and
-says what the mirroring task should do. The step sensor (poke/reschedule), its trigger (deferred) and the
-task group all use it, so a step can never be a success in one mode and a skip in another.
-
-Rules, in order (``entry`` is the step's most recent ListPipelineExecutionSteps entry):
-
-- **listed, Succeeded** -> ``success``;
-- **listed, Failed or Stopped** -> ``failed`` with the step's ``FailureReason`` — unless the caller
-  resumed the execution from this very attempt (``resumed_attempt`` >= the entry's ``AttemptCount``):
-  the entry is the previous attempt, shown until the re-run starts, so -> ``running``; if the execution
-  then ended Succeeded or Stopped without re-running the step, -> ``failed``;
-- **listed, Starting / Executing / Stopping** -> ``running``;
-- **not listed, in a Condition branch the Condition did not take** (the Condition's entry is Succeeded and
-  its ``Metadata.Condition.Outcome`` differs from the branch, at any nesting level) -> ``skipped``;
-- **not listed, execution terminal** (Succeeded, Failed, Stopped) -> ``skipped``: the step did not run in
-  this execution (a branch not taken, or SageMaker stopped scheduling new steps after a failure);
-- **not listed, execution running** -> ``running`` (the step has not started yet).
-
-A step listed several times (real SageMaker lists each attempt) is judged by its most recent entry.
+Used by the step sensor (poke / reschedule), its trigger (deferred) and the task group, so a step can never
+be a success in one mode and a skip in another; the rules are :func:`step_verdict`'s.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sagemaker_pipelines_provider.results import latest_entry
 from sagemaker_pipelines_provider.utils.status import is_terminal
 
 StepState = Literal["running", "success", "failed", "skipped"]
@@ -60,21 +43,6 @@ class StepVerdict:
         return int(self.entry.get("AttemptCount") or 1)
 
 
-def _started(entry: Mapping[str, Any]) -> tuple[int, dt.datetime]:
-    value = entry.get("StartTime")
-    if isinstance(value, dt.datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    else:
-        value = dt.datetime.min.replace(tzinfo=dt.UTC)
-    return int(entry.get("AttemptCount") or 1), value
-
-
-def latest_entry(steps: Iterable[Mapping[str, Any]], step_name: str) -> Mapping[str, Any] | None:
-    """The most recent entry of ``step_name`` (highest AttemptCount, then latest StartTime), or None."""
-    found = [s for s in steps if s.get("StepName") == step_name]
-    return max(found, key=_started) if found else None
-
-
 def condition_outcome(steps: Iterable[Mapping[str, Any]], condition: str) -> bool | None:
     """The outcome of Condition step ``condition`` once it has Succeeded (None while undecided)."""
     entry = latest_entry(steps, condition)
@@ -94,7 +62,23 @@ def step_verdict(
     branch_chain: Sequence[BranchRef] = (),
     resumed_attempt: int | None = None,
 ) -> StepVerdict:
-    """Judge one step of an execution (see the module docstring for the rules)."""
+    """Judge one step of an execution: what the task mirroring it should do.
+
+    Rules, in order (``entry`` is the step's latest attempt by
+    :func:`~sagemaker_pipelines_provider.results.attempt_order`, the one the execution result reports):
+
+    - **listed, Succeeded** -> ``success``;
+    - **listed, Failed or Stopped** -> ``failed`` with the step's ``FailureReason`` — unless the caller
+      resumed the execution from this very attempt (``resumed_attempt`` >= the entry's ``AttemptCount``):
+      the entry is the previous attempt, shown until the re-run starts, so -> ``running``; if the execution
+      then ended Succeeded or Stopped without re-running the step, -> ``failed``;
+    - **listed, Starting / Executing / Stopping** -> ``running``;
+    - **not listed, in a Condition branch the Condition did not take** (the Condition's entry is Succeeded and
+      its ``Metadata.Condition.Outcome`` differs from the branch, at any nesting level) -> ``skipped``;
+    - **not listed, execution terminal** (Succeeded, Failed, Stopped) -> ``skipped``: the step did not run in
+      this execution (a branch not taken, or SageMaker stopped scheduling new steps after a failure);
+    - **not listed, execution running** -> ``running`` (the step has not started yet).
+    """
     entry = latest_entry(steps, step_name)
     if entry is not None:
         status = str(entry.get("StepStatus"))
