@@ -47,7 +47,7 @@ token). Keep ``clear_on_success`` off where a clear must never start a second ex
 Integer/Float/Boolean values, required parameters missing): the task fails without retry, listing the
 pipeline's parameters and their types, and nothing is started.
 
-**Waiting**: deferrable (``PipelineExecutionTrigger``), synchronous polling, or not at all
+**Waiting**: deferrable (``SageMakerPipelineExecutionTrigger``), synchronous polling, or not at all
 (``wait_for_completion=False``). Every mode applies the one status policy: Succeeded is success; Failed and
 Stopped fail the task (``allow_stopped=True`` accepts Stopped).
 
@@ -116,9 +116,9 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.references import PipelineValue
-from sagemaker_pipelines_provider.triggers.capacity import CapacityWaitTrigger
+from sagemaker_pipelines_provider.triggers.capacity import SageMakerPipelineCapacityWaitTrigger
 from sagemaker_pipelines_provider.triggers.kill import is_waited_on_here
-from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.utils.backoff import (
     BackoffPolicy,
     capacity_delay,
@@ -326,8 +326,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         """Deferral target after ``ResourceLimitExceeded``: try the start (or retry) again, unless the
         capacity wait is over (then the task fails and nothing is started).
 
-        The kwargs also arrive in the event (:class:`CapacityWaitTrigger` carries them): ``dag.test()``
-        replaces the kwargs by the event.
+        The kwargs also arrive in the event (:class:`SageMakerPipelineCapacityWaitTrigger` carries them):
+        ``dag.test()`` replaces the kwargs by the event.
         """
         carried = event if isinstance(event, Mapping) else {}
         deadline = deadline or carried.get("deadline")
@@ -631,7 +631,9 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             }
             self._deferred = True
             self.defer(
-                trigger=CapacityWaitTrigger((now + dt.timedelta(seconds=delay)).isoformat(), carry),
+                trigger=SageMakerPipelineCapacityWaitTrigger(
+                    (now + dt.timedelta(seconds=delay)).isoformat(), carry
+                ),
                 method_name="resume_after_capacity_wait",
                 kwargs=carry,
             )
@@ -694,13 +696,13 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         method_name: str = "execute_complete",
         kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Defer on :class:`PipelineExecutionTrigger` until ``arn`` ends (or ``deadline``), then resume in
-        ``method_name``."""
+        """Defer on :class:`SageMakerPipelineExecutionTrigger` until ``arn`` ends (or ``deadline``), then
+        resume in ``method_name``."""
         timeout = None
         left = seconds_left(deadline)
         if left is not None:
             timeout = dt.timedelta(seconds=left) + DEFERRAL_TIMEOUT_GRACE
-        trigger = PipelineExecutionTrigger(
+        trigger = SageMakerPipelineExecutionTrigger(
             arn,
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,

@@ -24,7 +24,7 @@ from sagemaker_pipelines_provider.hooks.pipeline import (
     pipeline_name_from_arn,
 )
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
-from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 
@@ -86,7 +86,7 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         if isinstance(verdict, PokeReturnValue) and verdict.is_done:
             return verdict.xcom_value
         self.defer(
-            trigger=PipelineExecutionTrigger(
+            trigger=SageMakerPipelineExecutionTrigger(
                 self.pipeline_execution_arn,
                 aws_conn_id=self.aws_conn_id,
                 region_name=self.region_name,

@@ -26,7 +26,7 @@ does not lose it: the next try or reschedule waits for the re-run instead of mis
 for a new failure.
 
 Waiting is deferrable by default
-(:class:`~sagemaker_pipelines_provider.triggers.pipeline_step.PipelineStepTrigger` on the shared
+(:class:`~sagemaker_pipelines_provider.triggers.pipeline_step.SageMakerPipelineStepTrigger` on the shared
 step poller); ``deferrable=False`` pokes (``mode="reschedule"`` frees the worker slot).
 """
 
@@ -50,7 +50,7 @@ from sagemaker_pipelines_provider.links.pipeline import (
     execution_console_url,
 )
 from sagemaker_pipelines_provider.triggers.pipeline_step import (
-    PipelineStepTrigger,
+    SageMakerPipelineStepTrigger,
     branch_refs,
     step_payload,
 )
@@ -282,7 +282,7 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
 
     def _defer(self, arn: str, state: ResumeState) -> None:
         self.defer(
-            trigger=PipelineStepTrigger(
+            trigger=SageMakerPipelineStepTrigger(
                 arn,
                 self.step_name,
                 step_type=self.step_type,
