@@ -117,12 +117,7 @@ class ExecutionStatusPoller(SharedService[PollerKey, _Subscription]):
 
     async def _session(self) -> None:
         async with self.lent.session() as client:
-            while self._subscribers:
-                await self._poll_round(client)
-                if not self._subscribers:
-                    return
-                self._wake.clear()
-                await self._pause(self._interval(default=30.0))
+            await self._poll_while_subscribed(lambda: self._poll_round(client), default=30.0)
 
     def _fail(self, error: BaseException) -> None:
         for subscription in list(self._subscribers):

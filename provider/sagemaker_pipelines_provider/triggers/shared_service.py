@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
@@ -68,23 +68,27 @@ class LentClient:
     def __init__(self, hook: Any) -> None:
         self.hook = hook
         self._client: Any = None
+        self._in_session = False
         self._ready = asyncio.Event()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Any]:
         """Open the hook's client for the block and lend it; borrowers waiting when it ends get None."""
+        self._in_session = True
         try:
             async with self.hook.async_client() as client:
                 self._client = client
                 self._ready.set()
                 yield client
         finally:
-            self._client = None
+            self._client, self._in_session = None, False
             self._ready.set()  # waiters get None and open a client of their own
             self._ready = asyncio.Event()
 
     async def get(self) -> Any:
-        """The session's client (waits for a session being opened); None once the session has ended."""
+        """The session's client (waiting while it is being opened); None outside a session."""
+        if not self._in_session:
+            return None
         await self._ready.wait()
         return self._client
 
@@ -161,6 +165,15 @@ class SharedService(ABC, Generic[K, S]):
     def _interval(self, default: float) -> float:
         """The smallest interval a waiting subscriber asked for (``default`` when none waits)."""
         return min((s.interval for s in self._waiting()), default=default)
+
+    async def _poll_while_subscribed(self, poll: Callable[[], Awaitable[None]], default: float) -> None:
+        """``poll()`` now, then after each interval (a join cuts the sleep short) while anyone subscribes."""
+        while self._subscribers:
+            await poll()
+            if not self._subscribers:
+                return
+            self._wake.clear()
+            await self._pause(self._interval(default))
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True when woken (a join, the last leave) since the wake was cleared."""

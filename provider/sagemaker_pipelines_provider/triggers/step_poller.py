@@ -78,18 +78,18 @@ class ExecutionStepsPoller(SharedService[StepsPollerKey, UpdateSubscriber[StepsS
         # No await between get_poller and subscribe: the execution poller cannot end in between.
         async with status_poller.subscribe(self.key.pipeline_execution_arn, self._interval(30.0)) as statuses:
             latest: ExecutionUpdate | None = None
-            while self._subscribers:
+
+            async def poll() -> None:
+                nonlocal latest
                 if latest is None:
                     latest = await self._first_status(statuses)
-                    if latest is None:
+                    if latest is None:  # every subscriber left first
                         return
                 while not statuses.empty():
                     latest = statuses.get_nowait()
                 await self._round(status_poller, latest)
-                if not self._subscribers:
-                    return
-                self._wake.clear()
-                await self._pause(self._interval(30.0))
+
+            await self._poll_while_subscribed(poll, default=30.0)
 
     async def _first_status(self, statuses: asyncio.Queue[ExecutionUpdate]) -> ExecutionUpdate | None:
         """Wait for the execution poller's first update (or for every subscriber to leave)."""
