@@ -7,7 +7,7 @@ and the latency is the time until SendPipelineExecutionStepSuccess returned to t
 Two handlers, each routed to its own execution (as a ``callback_handler`` fed by the start task's ARN):
 
 * ``ours`` — :class:`SageMakerCallbackSensor` in deferrable mode, as it runs in a triggerer: one event
-  loop holds every waiting :class:`CallbackMessageTrigger` (so one shared receiver per queue, long polling
+  loop holds every waiting :class:`SageMakerCallbackTrigger` (so one shared receiver per queue, long polling
   ``WaitTimeSeconds`` 20), and each fired event is answered by :class:`SageMakerCallbackSuccessOperator` on a
   pool of 16 worker threads (answer, then delete the message and sweep its copies);
 * ``amazon SqsSensor`` — the Amazon provider's ``SqsSensor`` with its defaults (poke mode,
@@ -123,7 +123,7 @@ def warm_hooks() -> tuple[Any, Any]:
 
 def run_ours(lab: Lab, count: int, cap: float) -> dict[str, float]:
     from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
-    from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
+    from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackTrigger
 
     answered: dict[str, float] = {}
     workers = ThreadPoolExecutor(max_workers=16)
@@ -140,7 +140,7 @@ def run_ours(lab: Lab, count: int, cap: float) -> dict[str, float]:
         arrived: asyncio.Queue[str] = asyncio.Queue()
 
         async def one(arn: str) -> None:
-            trigger = CallbackMessageTrigger(
+            trigger = SageMakerCallbackTrigger(
                 queue_url=lab.queue, pipeline_execution_arn=arn, visibility_timeout=300, wait_time_seconds=20
             )
             event = await anext(trigger.run())

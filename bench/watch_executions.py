@@ -1,4 +1,4 @@
-"""Watching N concurrent executions: our PipelineExecutionTrigger vs the Amazon SageMakerPipelineTrigger.
+"""Watching N concurrent executions: our execution trigger vs the Amazon SageMakerPipelineTrigger.
 
 For each N (default 50, 200, 1000) and each side, on the local endpoint (a child process, so its CPU is
 not the watcher's):
@@ -237,9 +237,9 @@ def end_times(arns: list[str]) -> tuple[dict[str, float], collections.Counter[st
 
 def make_trigger(side: str, arn: str, poll: int) -> Any:
     if side == "ours":
-        from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+        from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 
-        return PipelineExecutionTrigger(arn, aws_conn_id=None, poll_interval=float(poll))
+        return SageMakerPipelineExecutionTrigger(arn, aws_conn_id=None, poll_interval=float(poll))
     from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerPipelineTrigger
 
     return SageMakerPipelineTrigger(

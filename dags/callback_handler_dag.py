@@ -2,7 +2,7 @@
 
 The ``scheduled-training`` pipeline is started outside Airflow (a SageMaker schedule, EventBridge, the
 console). When its Callback step ``ValidateModel`` sends its message, the ``AssetWatcher`` below (a
-``CallbackMessageEventTrigger`` in the triggerer, sharing one long-poll per queue) turns it into an
+``SageMakerCallbackEventTrigger`` in the triggerer, sharing one long-poll per queue) turns it into an
 asset event, which schedules one run of this DAG. The run validates the model artifacts named in the
 message with an ECS task and answers the token with ``validation_passed``; any failure answers the token
 with a failure instead, so no execution waits for 28 days.
@@ -19,7 +19,7 @@ import os
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
 from sagemaker_pipelines_provider.task_groups.callback import SageMakerCallbackArguments, callback_handler
-from sagemaker_pipelines_provider.triggers.callback import CallbackMessageEventTrigger
+from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackEventTrigger
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 
 QUEUE_URL = os.environ.get(
@@ -32,7 +32,7 @@ CALLBACKS = Asset(
     watchers=[
         AssetWatcher(
             name="scheduled-training-callbacks",
-            trigger=CallbackMessageEventTrigger(
+            trigger=SageMakerCallbackEventTrigger(
                 queue_url=QUEUE_URL, pipeline_name="scheduled-training", visibility_timeout=600
             ),
         )

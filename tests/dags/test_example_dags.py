@@ -109,7 +109,7 @@ def test_callback_handler_dag_answers_a_callback_from_its_asset_event(
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
-    from sagemaker_pipelines_provider.triggers.callback import CallbackMessageEventTrigger
+    from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackEventTrigger
 
     prepare(local_aws)
     dag = load_dag("callback_handler_dag")
@@ -125,7 +125,7 @@ def test_callback_handler_dag_answers_a_callback_from_its_asset_event(
     condition = dag.timetable.asset_condition
     asset = condition.objects[0] if hasattr(condition, "objects") else condition
     watcher_trigger = asset.watchers[0].trigger
-    trigger = CallbackMessageEventTrigger(**{**watcher_trigger.serialize()[1], "wait_time_seconds": 1})
+    trigger = SageMakerCallbackEventTrigger(**{**watcher_trigger.serialize()[1], "wait_time_seconds": 1})
 
     async def first_event() -> Any:
         async for event in trigger.run():

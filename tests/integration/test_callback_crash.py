@@ -1,7 +1,7 @@
 """The handler killed mid-work: the message returns and is answered on retry.
 
 A child process plays the handler's worker: it runs the handler's own code path — the sensor's
-``CallbackMessageTrigger`` claims the message, then the work takes its visibility lease exactly as a work
+``SageMakerCallbackTrigger`` claims the message, then the work takes its visibility lease exactly as a work
 task's pre-execute hook does (``callbacks.lease.hold``) — signals that the work started, and hangs. (It
 runs them outside Airflow's task runner: a ``dag.test()`` child would add ~25 s of start-up for the same
 code path.) The test SIGKILLs the child's process group — no ``finally``, no ``on_kill``, no answer.
@@ -65,9 +65,9 @@ import asyncio, sys, time
 from pathlib import Path
 from sagemaker_pipelines_provider.callbacks import lease
 from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
-from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
+from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackTrigger
 
-trigger = CallbackMessageTrigger(
+trigger = SageMakerCallbackTrigger(
     queue_url={queue!r}, pipeline_execution_arn={arn!r}, visibility_timeout={visibility},
     wait_time_seconds=1, inspect_visibility_timeout=5,
 )

@@ -339,7 +339,7 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
     import datetime as dt
 
     from sagemaker_pipelines_provider.operators.callback import SageMakerCallbackSuccessOperator
-    from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
+    from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackTrigger
 
     fast_endpoint(local_aws)
     queue = create_queue(local_aws)
@@ -347,8 +347,8 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
     arn = start(local_aws, pipeline)
     token = waiting_token(local_aws, arn)
 
-    def trigger(**kwargs: Any) -> CallbackMessageTrigger:
-        return CallbackMessageTrigger(
+    def trigger(**kwargs: Any) -> SageMakerCallbackTrigger:
+        return SageMakerCallbackTrigger(
             queue_url=queue, wait_time_seconds=1, inspect_visibility_timeout=5, **kwargs
         )
 

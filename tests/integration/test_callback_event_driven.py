@@ -1,4 +1,4 @@
-"""Event-driven handling: a CallbackMessageEventTrigger in an AssetWatcher schedules the handler DAG.
+"""Event-driven handling: a SageMakerCallbackEventTrigger in an AssetWatcher schedules the handler DAG.
 
 SageMaker is the outer DAG, Airflow the inner one: each callback message becomes an asset event, and the
 run it schedules takes the message from its triggering asset event (``callback_handler(from_asset=...)``).
@@ -89,7 +89,7 @@ def test_event_driven_handler_dag_answers_a_callback_end_to_end(
 ) -> None:
     from airflow.sdk import Asset, AssetWatcher, task
     from sagemaker_pipelines_provider.task_groups.callback import callback_handler
-    from sagemaker_pipelines_provider.triggers.callback import CallbackMessageEventTrigger
+    from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackEventTrigger
 
     fast_endpoint(local_aws)
     queue = create_queue(local_aws)
@@ -103,7 +103,7 @@ def test_event_driven_handler_dag_answers_a_callback_end_to_end(
     }
     asset = Asset(
         unique("callbacks"),
-        watchers=[AssetWatcher(name=unique("w"), trigger=CallbackMessageEventTrigger(**trigger_kwargs))],
+        watchers=[AssetWatcher(name=unique("w"), trigger=SageMakerCallbackEventTrigger(**trigger_kwargs))],
     )
     seen: list[dict[str, Any]] = []
 
@@ -120,7 +120,7 @@ def test_event_driven_handler_dag_answers_a_callback_end_to_end(
     token = waiting_token(local_aws, arn)
 
     # the watcher fires; no handler run follows (lost): the message is not deleted, it comes back
-    first = next_event(CallbackMessageEventTrigger(**trigger_kwargs))
+    first = next_event(SageMakerCallbackEventTrigger(**trigger_kwargs))
     assert first.payload["token"] == token
     assert queue_counts(local_aws, queue) == (0, 1)
     wait_for(
@@ -128,7 +128,7 @@ def test_event_driven_handler_dag_answers_a_callback_end_to_end(
     )
 
     # it fires again; this time the scheduled run handles it
-    second = next_event(CallbackMessageEventTrigger(**trigger_kwargs))
+    second = next_event(SageMakerCallbackEventTrigger(**trigger_kwargs))
     assert second.payload["message_id"] == first.payload["message_id"]
     assert second.payload["receive_count"] >= 2
     event_id = record_asset_event(asset, second.payload)

@@ -1,6 +1,6 @@
 """The shared per-queue receiver and the reconciler, against the local endpoint.
 
-- many deferred CallbackMessageTriggers on one queue in one event loop (as in a triggerer) share one
+- many deferred SageMakerCallbackTriggers on one queue in one event loop (as in a triggerer) share one
   receive loop: each gets its own message, none is claimed twice, and the number of ReceiveMessage calls
   does not grow with the number of waiting triggers;
 - the reconciler finds callback steps waiting past a deadline through ListPipelineExecutionSteps and
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_many_waiting_triggers_share_one_receive_loop(local_aws: Any) -> None:
-    from sagemaker_pipelines_provider.triggers.callback import CallbackMessageTrigger
+    from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackTrigger
     from sagemaker_pipelines_provider.triggers.callback_receiver import active_receivers
 
     fast_endpoint(local_aws)
@@ -48,7 +48,7 @@ def test_many_waiting_triggers_share_one_receive_loop(local_aws: Any) -> None:
 
     async def wait_all() -> list[Any]:
         triggers = [
-            CallbackMessageTrigger(
+            SageMakerCallbackTrigger(
                 queue_url=queue,
                 pipeline_execution_arn=arn,
                 visibility_timeout=30,

@@ -1,4 +1,4 @@
-"""PipelineExecutionTrigger in an event loop against the local endpoint (as the triggerer runs it).
+"""SageMakerPipelineExecutionTrigger in an event loop against the local endpoint (as the triggerer runs it).
 
 Kill and cancellation use Airflow's own ``TriggerRunner`` (the triggerer's in-process runner): a user
 action (mark failed / success, clear) or a DAG run timeout reaches a deferred task only as the
@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.triggers.poller import active_pollers
 from test_pipeline_operator_helpers import (
     calls,
@@ -45,7 +45,7 @@ def status(local_aws: Any, arn: str) -> str:
     ]
 
 
-async def first_event(trigger: PipelineExecutionTrigger) -> dict[str, Any]:
+async def first_event(trigger: SageMakerPipelineExecutionTrigger) -> dict[str, Any]:
     event = await anext(trigger.run())
     return dict(event.payload)
 
@@ -60,7 +60,7 @@ def test_one_poller_per_pipeline_coalesces_every_waiting_execution(local_aws: An
     interval = 0.2
 
     async def wait_all() -> tuple[list[dict[str, Any]], int]:
-        triggers = [PipelineExecutionTrigger(arn, poll_interval=interval) for arn in arns]
+        triggers = [SageMakerPipelineExecutionTrigger(arn, poll_interval=interval) for arn in arns]
         events = await asyncio.gather(*(first_event(t) for t in triggers))
         await asyncio.sleep(interval * 2)  # the pollers notice they have nobody left and end
         return events, len(active_pollers())
@@ -104,7 +104,9 @@ def test_failure_event_names_the_step_and_its_reason(local_aws: Any) -> None:
     local_aws.controls.set_step_behaviour(pipeline, "Fit", fail="out of memory")
     (arn,) = start(local_aws, pipeline)
     event = asyncio.run(
-        first_event(PipelineExecutionTrigger(arn, poll_interval=0.1, step_types={"Fit": "Processing"}))
+        first_event(
+            SageMakerPipelineExecutionTrigger(arn, poll_interval=0.1, step_types={"Fit": "Processing"})
+        )
     )
     assert event["status"] == "failure"
     assert event["result"]["status"] == "Failed"
@@ -122,7 +124,7 @@ def test_stopped_follows_the_policy(local_aws: Any, allow_stopped: bool) -> None
         PipelineExecutionArn=arn, ClientRequestToken="x" * 40
     )
     event = asyncio.run(
-        first_event(PipelineExecutionTrigger(arn, poll_interval=0.1, allow_stopped=allow_stopped))
+        first_event(SageMakerPipelineExecutionTrigger(arn, poll_interval=0.1, allow_stopped=allow_stopped))
     )
     assert event["status"] == ("success" if allow_stopped else "failure")
     assert event["result"]["status"] == "Stopped"
@@ -135,7 +137,7 @@ def test_the_deadline_stops_the_execution_and_fires_a_timeout(local_aws: Any) ->
     pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Slow")])
     (arn,) = start(local_aws, pipeline)
     deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.5)).isoformat()
-    trigger = PipelineExecutionTrigger(
+    trigger = SageMakerPipelineExecutionTrigger(
         arn, poll_interval=0.1, stop_on_kill=True, stop_token="k" * 64, deadline=deadline
     )
     event = asyncio.run(first_event(trigger))
@@ -147,7 +149,7 @@ def test_the_deadline_stops_the_execution_and_fires_a_timeout(local_aws: Any) ->
 
 
 async def run_in_airflow_trigger_runner(
-    trigger: PipelineExecutionTrigger, wait_for: Any, user_action: bool
+    trigger: SageMakerPipelineExecutionTrigger, wait_for: Any, user_action: bool
 ) -> Any:
     """Run ``trigger`` in Airflow's TriggerRunner, then cancel it as the triggerer does."""
     from airflow.jobs.triggerer_job_runner import TriggerRunner
@@ -245,8 +247,8 @@ def test_a_cancelled_trigger_leaves_the_others_polling(local_aws: Any) -> None:
     kept, dropped = start(local_aws, pipeline, 2)
 
     async def scenario() -> tuple[frozenset[str], dict[str, Any]]:
-        keep = asyncio.create_task(first_event(PipelineExecutionTrigger(kept, poll_interval=0.1)))
-        drop = asyncio.create_task(first_event(PipelineExecutionTrigger(dropped, poll_interval=0.1)))
+        keep = asyncio.create_task(first_event(SageMakerPipelineExecutionTrigger(kept, poll_interval=0.1)))
+        drop = asyncio.create_task(first_event(SageMakerPipelineExecutionTrigger(dropped, poll_interval=0.1)))
         while sum(len(p.watched) for p in active_pollers().values()) < 2:
             await asyncio.sleep(0.02)
         drop.cancel()

@@ -21,9 +21,9 @@ from sagemaker_pipelines_provider.callbacks.message import CallbackRoute
 from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback import (
-    CallbackMessageEventTrigger,
-    CallbackMessageTrigger,
     CallbackTriggerEvent,
+    SageMakerCallbackEventTrigger,
+    SageMakerCallbackTrigger,
 )
 from sagemaker_pipelines_provider.triggers.callback_receiver import QueueReceiver, ReceiverKey, get_receiver
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
@@ -180,9 +180,7 @@ def receiver_on(fake: FakeSqs, sagemaker: FakeSageMaker | None = None, **kwargs:
             continue
         sagemaker.statuses.setdefault(token, "Executing")
     kwargs.setdefault("hook_factory", lambda: hook_on(fake))
-    return QueueReceiver(
-        ReceiverKey.build(QUEUE), sagemaker_hook_factory=lambda: sagemaker_on(sagemaker), **kwargs
-    )
+    return QueueReceiver(ReceiverKey(QUEUE), sagemaker_hook_factory=lambda: sagemaker_on(sagemaker), **kwargs)
 
 
 def hook_on(fake: FakeSqs) -> SageMakerCallbackQueueHook:
@@ -270,11 +268,11 @@ def test_receive_failure_fails_the_waiters_with_the_error() -> None:
 
 def test_receivers_are_per_event_loop_and_per_key() -> None:
     async def ids() -> tuple[int, int, int]:
-        a = get_receiver(ReceiverKey.build(QUEUE))
+        a = get_receiver(ReceiverKey(QUEUE))
         return (
             id(a),
-            id(get_receiver(ReceiverKey.build(QUEUE))),
-            id(get_receiver(ReceiverKey.build(QUEUE + "2"))),
+            id(get_receiver(ReceiverKey(QUEUE))),
+            id(get_receiver(ReceiverKey(QUEUE + "2"))),
         )
 
     first = asyncio.run(ids())
@@ -282,7 +280,7 @@ def test_receivers_are_per_event_loop_and_per_key() -> None:
 
 
 def test_trigger_serialises_and_times_out_without_touching_aws() -> None:
-    trigger = CallbackMessageTrigger(
+    trigger = SageMakerCallbackTrigger(
         queue_url=QUEUE,
         pipeline_execution_arn=arn("a"),
         match_arguments={"model": "m"},
@@ -292,15 +290,15 @@ def test_trigger_serialises_and_times_out_without_touching_aws() -> None:
         aws_conn_id=None,
     )
     classpath, kwargs = trigger.serialize()
-    assert classpath == "sagemaker_pipelines_provider.triggers.callback.CallbackMessageTrigger"
-    again = CallbackMessageTrigger(**kwargs)
+    assert classpath == "sagemaker_pipelines_provider.triggers.callback.SageMakerCallbackTrigger"
+    again = SageMakerCallbackTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
     event = asyncio.run(anext(again.run()))
     assert event.payload["status"] == "timeout"
-    event_classpath, event_kwargs = CallbackMessageEventTrigger(
+    event_classpath, event_kwargs = SageMakerCallbackEventTrigger(
         queue_url=QUEUE, pipeline_name="training"
     ).serialize()
-    assert CallbackMessageEventTrigger(**event_kwargs).serialize() == (event_classpath, event_kwargs)
+    assert SageMakerCallbackEventTrigger(**event_kwargs).serialize() == (event_classpath, event_kwargs)
 
 
 def test_trigger_events_never_print_a_large_payload_or_a_full_token() -> None:
@@ -396,7 +394,7 @@ def test_a_token_the_listing_does_not_show_is_handed_over_not_deleted() -> None:
 
     async def main() -> str:
         receiver = QueueReceiver(
-            ReceiverKey.build(QUEUE),
+            ReceiverKey(QUEUE),
             hook_factory=lambda: hook_on(fake),
             sagemaker_hook_factory=lambda: sagemaker_on(sagemaker),
         )

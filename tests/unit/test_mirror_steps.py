@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.sensors.pipeline_step import SageMakerPipelineStepSensor, retry_token
-from sagemaker_pipelines_provider.triggers.pipeline_step import CLASSPATH, PipelineStepTrigger
+from sagemaker_pipelines_provider.triggers.pipeline_step import CLASSPATH, SageMakerPipelineStepTrigger
 from sagemaker_pipelines_provider.triggers.poller import active_pollers
 from sagemaker_pipelines_provider.triggers.step_poller import active_steps_pollers
 from sagemaker_pipelines_provider.utils.step_status import BranchRef, step_verdict
@@ -92,7 +92,7 @@ def test_trigger_round_trips_through_airflow_serialisation() -> None:
     from airflow.sdk._shared.module_loading import import_string
     from airflow.sdk.serde import deserialize, serialize
 
-    original = PipelineStepTrigger(
+    original = SageMakerPipelineStepTrigger(
         ARN,
         "Deploy",
         step_type="Processing",
@@ -149,7 +149,7 @@ def test_all_step_triggers_of_one_execution_share_one_steps_listing_per_round(
     names = [f"S{i}" for i in range(20)]
 
     async def scenario() -> list[Any]:
-        triggers = [PipelineStepTrigger(ARN, n, poll_interval=0.05, aws_conn_id=None) for n in names]
+        triggers = [SageMakerPipelineStepTrigger(ARN, n, poll_interval=0.05, aws_conn_id=None) for n in names]
         tasks = [asyncio.ensure_future(anext(t.run())) for t in triggers]
         await asyncio.sleep(0.3)
         assert len(active_steps_pollers()) == 1
@@ -178,7 +178,7 @@ def test_a_failed_verdict_waits_for_the_execution_end_when_asked(monkeypatch: py
     fake.steps = [entry("A", "Failed", reason="boom")]
 
     async def scenario() -> Any:
-        trigger = PipelineStepTrigger(
+        trigger = SageMakerPipelineStepTrigger(
             ARN, "A", wait_for_execution_end=True, poll_interval=0.05, aws_conn_id=None
         )
         task = asyncio.ensure_future(anext(trigger.run()))

@@ -1,4 +1,4 @@
-"""PipelineExecutionTrigger and its shared poller, without an endpoint.
+"""SageMakerPipelineExecutionTrigger and its shared poller, without an endpoint.
 
 Serialisation goes through Airflow's own path (task runner's serde + the Trigger row's encrypted
 kwargs, as the triggerer decrypts them); the poller's round is driven with an aiobotocore client whose
@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sagemaker_pipelines_provider.triggers.pipeline import CLASSPATH, PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.pipeline import CLASSPATH, SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.triggers.poller import (
     ExecutionStatusPoller,
     ExecutionUpdate,
@@ -20,12 +20,13 @@ from sagemaker_pipelines_provider.triggers.poller import (
     _Subscription,
     get_poller,
 )
+from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
 
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/my-pipe/execution/{}"
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
-def trigger(**kwargs: Any) -> PipelineExecutionTrigger:
+def trigger(**kwargs: Any) -> SageMakerPipelineExecutionTrigger:
     options: dict[str, Any] = {
         "aws_conn_id": "my_aws",
         "region_name": "eu-west-1",
@@ -39,7 +40,7 @@ def trigger(**kwargs: Any) -> PipelineExecutionTrigger:
         "step_types": {"Train": "Training"},
     }
     options.update(kwargs)
-    return PipelineExecutionTrigger(ARN.format("e1"), **options)
+    return SageMakerPipelineExecutionTrigger(ARN.format("e1"), **options)
 
 
 def test_round_trips_through_airflow_trigger_serialisation() -> None:
@@ -64,14 +65,14 @@ def test_round_trips_through_airflow_trigger_serialisation() -> None:
 
 
 def test_defaults_round_trip_too() -> None:
-    plain = PipelineExecutionTrigger(ARN.format("e2"))
-    assert PipelineExecutionTrigger(**plain.serialize()[1]).serialize() == plain.serialize()
+    plain = SageMakerPipelineExecutionTrigger(ARN.format("e2"))
+    assert SageMakerPipelineExecutionTrigger(**plain.serialize()[1]).serialize() == plain.serialize()
     assert plain.serialize()[1]["stop_on_kill"] is False
 
 
 def test_a_malformed_arn_fires_an_error_event() -> None:
     async def first_event() -> Any:
-        return await anext(PipelineExecutionTrigger("not-an-arn").run())
+        return await anext(SageMakerPipelineExecutionTrigger("not-an-arn").run())
 
     event = asyncio.run(first_event())
     assert event.payload["status"] == "error"
@@ -79,12 +80,8 @@ def test_a_malformed_arn_fires_an_error_event() -> None:
 
 
 def test_pollers_are_per_loop_and_per_connection_region_pipeline() -> None:
-    key = PollerKey.build(
-        aws_conn_id="a", region_name="us-east-1", verify=None, botocore_config=None, pipeline_name="p"
-    )
-    other_region = PollerKey.build(
-        aws_conn_id="a", region_name="eu-west-1", verify=None, botocore_config=None, pipeline_name="p"
-    )
+    key = PollerKey("p", AwsConnectionArgs.of(aws_conn_id="a", region_name="us-east-1"))
+    other_region = PollerKey("p", AwsConnectionArgs.of(aws_conn_id="a", region_name="eu-west-1"))
 
     async def in_one_loop() -> tuple[ExecutionStatusPoller, ExecutionStatusPoller, ExecutionStatusPoller]:
         return get_poller(key), get_poller(key), get_poller(other_region)
@@ -115,14 +112,12 @@ def summary(name: str, status: str, reason: str | None = None) -> dict[str, Any]
 def test_a_round_lists_pages_for_all_watched_and_describes_only_the_missing() -> None:
     from aiobotocore.stub import AioStubber
 
-    key = PollerKey.build(
-        aws_conn_id=None, region_name="us-east-1", verify=None, botocore_config=None, pipeline_name="my-pipe"
-    )
+    key = PollerKey("my-pipe", AwsConnectionArgs.of(aws_conn_id=None, region_name="us-east-1"))
 
     async def scenario() -> dict[str, list[ExecutionUpdate]]:
         poller = ExecutionStatusPoller(key)
         subscriptions = {name: _Subscription(ARN.format(name), 1.0) for name in ("a", "b", "c")}
-        poller._subscriptions.update(subscriptions.values())
+        poller._subscribers.update(subscriptions.values())
         list_request = {"PipelineName": "my-pipe", "SortBy": "CreationTime", "SortOrder": "Descending"}
         async with poller.hook.async_client() as client:
             with AioStubber(client) as stub:

@@ -26,9 +26,9 @@ from sagemaker_pipelines_provider.hooks.pipeline import PipelineParametersInvali
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.references import PipelineValue
 from sagemaker_pipelines_provider.results import ExecutionResult, execution_verdict, step_transitions
-from sagemaker_pipelines_provider.triggers.capacity import CapacityWaitTrigger
+from sagemaker_pipelines_provider.triggers.capacity import SageMakerPipelineCapacityWaitTrigger
 from sagemaker_pipelines_provider.triggers.kill import is_waited_on_here
-from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.utils.backoff import (
     BackoffPolicy,
     capacity_delay,
@@ -244,8 +244,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         """Deferral target after ``ResourceLimitExceeded``: try the start (or retry) again, unless the
         capacity wait is over (then the task fails and nothing is started).
 
-        The kwargs also arrive in the event (:class:`CapacityWaitTrigger` carries them): ``dag.test()``
-        replaces the kwargs by the event.
+        The kwargs also arrive in the event (:class:`SageMakerPipelineCapacityWaitTrigger` carries them):
+        ``dag.test()`` replaces the kwargs by the event.
         """
         carried = event if isinstance(event, Mapping) else {}
         deadline = deadline or carried.get("deadline")
@@ -275,7 +275,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         return self._start_or_attach(context, deadline=deadline, capacity=CapacityWait())
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> ExecutionResult:
-        """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
+        """Deferral target of :class:`SageMakerPipelineExecutionTrigger`: apply its verdict."""
         arn = (event or {}).get("pipeline_execution_arn")
         if arn:  # known before a timeout is raised: Airflow then calls on_kill, which stops it
             self._execution_arn = str(arn)
@@ -553,7 +553,9 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             }
             self._deferred = True
             self.defer(
-                trigger=CapacityWaitTrigger((now + dt.timedelta(seconds=delay)).isoformat(), carry),
+                trigger=SageMakerPipelineCapacityWaitTrigger(
+                    (now + dt.timedelta(seconds=delay)).isoformat(), carry
+                ),
                 method_name="resume_after_capacity_wait",
                 kwargs=carry,
             )
@@ -610,13 +612,13 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         method_name: str = "execute_complete",
         kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Defer on :class:`PipelineExecutionTrigger` until ``arn`` ends (or ``deadline``), then resume in
-        ``method_name``."""
+        """Defer on :class:`SageMakerPipelineExecutionTrigger` until ``arn`` ends (or ``deadline``), then
+        resume in ``method_name``."""
         timeout = None
         left = seconds_left(deadline)
         if left is not None:
             timeout = dt.timedelta(seconds=left) + DEFERRAL_TIMEOUT_GRACE
-        trigger = PipelineExecutionTrigger(
+        trigger = SageMakerPipelineExecutionTrigger(
             arn,
             aws_conn_id=self.aws_conn_id,
             region_name=self.region_name,

@@ -34,7 +34,7 @@ from sagemaker_pipelines_provider.triggers.callback import (
     DEFAULT_INSPECT_VISIBILITY_TIMEOUT,
     DEFAULT_VISIBILITY_TIMEOUT,
     DEFAULT_WAIT_TIME_SECONDS,
-    CallbackMessageTrigger,
+    SageMakerCallbackTrigger,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class SageMakerCallbackSensor(AwsBaseSensor[SageMakerCallbackQueueHook]):
             return super().execute(context)
         timeout_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.timeout)
         self.defer(
-            trigger=CallbackMessageTrigger(
+            trigger=SageMakerCallbackTrigger(
                 queue_url=self.queue_url,
                 pipeline_execution_arn=self.pipeline_execution_arn,
                 pipeline_name=self.pipeline_name,

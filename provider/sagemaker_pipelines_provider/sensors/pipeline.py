@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowException
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.results import ExecutionResult, execution_verdict
-from sagemaker_pipelines_provider.triggers.pipeline import PipelineExecutionTrigger
+from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.utils.events import execution_event_result
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
@@ -71,7 +71,7 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         if isinstance(verdict, PokeReturnValue) and verdict.is_done:
             return verdict.xcom_value
         self.defer(
-            trigger=PipelineExecutionTrigger(
+            trigger=SageMakerPipelineExecutionTrigger(
                 self.pipeline_execution_arn,
                 aws_conn_id=self.aws_conn_id,
                 region_name=self.region_name,
@@ -104,5 +104,5 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         raise AirflowException(verdict.message)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> ExecutionResult:
-        """Deferral target of :class:`PipelineExecutionTrigger`: apply its verdict."""
+        """Deferral target of :class:`SageMakerPipelineExecutionTrigger`: apply its verdict."""
         return execution_event_result(event)

@@ -25,7 +25,7 @@ from sagemaker_pipelines_provider.links.pipeline import (
     execution_console_url,
 )
 from sagemaker_pipelines_provider.triggers.pipeline_step import (
-    PipelineStepTrigger,
+    SageMakerPipelineStepTrigger,
     branch_refs,
     step_payload,
 )
@@ -118,7 +118,7 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     does not lose it: the next try or reschedule waits for the re-run instead of mistaking the old attempt
     for a new failure.
 
-    Waiting is deferrable by default (:class:`PipelineStepTrigger` on the shared step poller);
+    Waiting is deferrable by default (:class:`SageMakerPipelineStepTrigger` on the shared step poller);
     ``deferrable=False`` pokes (``mode="reschedule"`` frees the worker slot).
 
     :param pipeline_execution_arn: the execution. Templated (the task group pulls it from the start
@@ -287,7 +287,7 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
 
     def _defer(self, arn: str, state: ResumeState) -> None:
         self.defer(
-            trigger=PipelineStepTrigger(
+            trigger=SageMakerPipelineStepTrigger(
                 arn,
                 self.step_name,
                 step_type=self.step_type,
@@ -305,9 +305,9 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
-        """Deferral target of :class:`PipelineStepTrigger`: apply its verdict (a failure may resume)."""
+        """Deferral target of :class:`SageMakerPipelineStepTrigger`: apply its verdict (a failure may resume)."""
         arn = self._arn()
-        event = trigger_event(event, "PipelineStepTrigger")
+        event = trigger_event(event, "SageMakerPipelineStepTrigger")
         status = event.get("status")
         if status in ("success", "skipped"):
             return self._finish(

@@ -231,7 +231,7 @@ class SageMakerCallbackFromAssetEventOperator(BaseOperator):
     """First task of an event-driven handler run: take the callback message from the triggering asset event.
 
     The run was scheduled by a :class:`~sagemaker_pipelines_provider.triggers.callback.
-    CallbackMessageEventTrigger` watching ``asset``. The message (the event's ``extra["payload"]``) is
+    SageMakerCallbackEventTrigger` watching ``asset``. The message (the event's ``extra["payload"]``) is
     re-claimed (hidden ``visibility_timeout`` s; the work tasks extend it) and returned like the sensor's
     result. If the scheduler folded several events into this run, the first is handled and the others are
     released at once, so the watcher fires them again and each gets its own run. A message already gone
@@ -350,7 +350,7 @@ def callback_handler(
     :param pipeline_name: route on the pipeline name.
     :param match_arguments: route on a subset of the message's arguments.
     :param from_asset: event-driven mode: take the message from the asset event (of a
-        ``CallbackMessageEventTrigger`` watcher) that scheduled this run instead of waiting on the queue.
+        ``SageMakerCallbackEventTrigger`` watcher) that scheduled this run instead of waiting on the queue.
     :param work: a TaskFlow task (``@task`` function), called with the message's arguments dict; or a
         callable called once at parse time, inside the group, with :class:`SageMakerCallbackArguments`, that
         creates the work operators and returns them (one, a list, or an XComArg). ``None``: no work, the
@@ -369,7 +369,7 @@ def callback_handler(
     if from_asset is None and not queue_url:
         raise ValueError(
             f"callback_handler({group_id!r}): pass queue_url (the Callback step's SqsQueueUrl), or "
-            "from_asset=<Asset watched by a CallbackMessageEventTrigger> for the event-driven form"
+            "from_asset=<Asset watched by a SageMakerCallbackEventTrigger> for the event-driven form"
         )
     refuse_routing_on_a_waiting_task(group_id, pipeline_execution_arn)
     aws: dict[str, Any] = {"aws_conn_id": aws_conn_id, "region_name": region_name}

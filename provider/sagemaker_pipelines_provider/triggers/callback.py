@@ -1,18 +1,13 @@
 """Triggers that wait for SageMaker callback messages on an SQS queue.
 
-- :class:`CallbackMessageTrigger` — what :class:`~sagemaker_pipelines_provider.sensors.callback.
+- :class:`SageMakerCallbackTrigger` — what :class:`~sagemaker_pipelines_provider.sensors.callback.
   SageMakerCallbackSensor` defers to: fires once, with the first message matching its route.
-- :class:`CallbackMessageEventTrigger` — a ``BaseEventTrigger`` for an ``AssetWatcher``: every matching
-  callback message becomes an asset event, so a handler DAG is scheduled per callback ("SageMaker as the
-  outer DAG, Airflow as the inner one").
+- :class:`SageMakerCallbackEventTrigger` — a ``BaseEventTrigger`` for an ``AssetWatcher``: one asset event
+  per matching callback message.
 
-Both are serialisable arguments plus a run loop: the receiving itself is done by the process-level, lazily
-created per-queue receiver of :mod:`.callback_receiver`, so any number of waiting triggers on one queue
-share one long-polling loop. Neither deletes a message: the matching message is handed over *claimed*
-(hidden for ``visibility_timeout`` seconds), and only the answer to its token deletes it.
-
-Event payloads carry the message's arguments, which are untrusted: the events' ``repr`` (what the
-triggerer logs) shows a bounded preview only.
+Both share their queue's receiver (:mod:`.callback_receiver`) and never delete a message: it is handed over
+claimed, and only the answer to its token deletes it. See docs/triggerer.md. ``CallbackMessageTrigger`` and
+``CallbackMessageEventTrigger`` are deprecated aliases.
 """
 
 from __future__ import annotations
@@ -26,7 +21,9 @@ from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from sagemaker_pipelines_provider.callbacks.message import CallbackMessage, CallbackRoute, mask_token
 from sagemaker_pipelines_provider.triggers.callback_receiver import ReceiverKey, get_receiver
+from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs, WithAwsConnection
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy, Retryable, classify
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 
 #: Defaults shared by the sensor, the triggers and the task group.
 DEFAULT_VISIBILITY_TIMEOUT = 300
@@ -69,7 +66,7 @@ def _payload_preview(payload: Any) -> str:
     return text if len(text) <= _REPR_CHARS else f"{text[:_REPR_CHARS]}…"
 
 
-class _CallbackTriggerArgs:
+class _CallbackTriggerArgs(WithAwsConnection):
     """The serialisable arguments shared by both triggers."""
 
     def __init__(
@@ -94,10 +91,7 @@ class _CallbackTriggerArgs:
         self.visibility_timeout = int(visibility_timeout)
         self.wait_time_seconds = int(wait_time_seconds)
         self.inspect_visibility_timeout = int(inspect_visibility_timeout)
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = botocore_config
+        self.aws = AwsConnectionArgs.of(aws_conn_id, region_name, verify, botocore_config)
 
     def _common_kwargs(self) -> dict[str, Any]:
         return {
@@ -108,10 +102,7 @@ class _CallbackTriggerArgs:
             "visibility_timeout": self.visibility_timeout,
             "wait_time_seconds": self.wait_time_seconds,
             "inspect_visibility_timeout": self.inspect_visibility_timeout,
-            "aws_conn_id": self.aws_conn_id,
-            "region_name": self.region_name,
-            "verify": self.verify,
-            "botocore_config": self.botocore_config,
+            **self.aws.to_kwargs(),
         }
 
     @property
@@ -121,16 +112,15 @@ class _CallbackTriggerArgs:
         )
 
     async def _next_message(self) -> CallbackMessage:
-        key = ReceiverKey.build(
-            self.queue_url, self.aws_conn_id, self.region_name, self.verify, self.botocore_config
+        receiver = get_receiver(
+            ReceiverKey(self.queue_url, self.aws), inspect_visibility_timeout=self.inspect_visibility_timeout
         )
-        receiver = get_receiver(key, inspect_visibility_timeout=self.inspect_visibility_timeout)
         return await receiver.wait_for(
             self.route, visibility_timeout=self.visibility_timeout, wait_time_seconds=self.wait_time_seconds
         )
 
 
-class CallbackMessageTrigger(_CallbackTriggerArgs, BaseTrigger):
+class SageMakerCallbackTrigger(_CallbackTriggerArgs, BaseTrigger):
     """Fire once with the first callback message on ``queue_url`` that matches the route.
 
     Events (payload ``status``):
@@ -197,7 +187,7 @@ class CallbackMessageTrigger(_CallbackTriggerArgs, BaseTrigger):
         )
 
 
-class CallbackMessageEventTrigger(_CallbackTriggerArgs, BaseEventTrigger):
+class SageMakerCallbackEventTrigger(_CallbackTriggerArgs, BaseEventTrigger):
     """For an ``AssetWatcher``: one asset event per matching callback message, for the life of the watcher.
 
     Example — a handler DAG scheduled by callbacks of the ``training`` pipeline::
@@ -207,7 +197,7 @@ class CallbackMessageEventTrigger(_CallbackTriggerArgs, BaseEventTrigger):
             watchers=[
                 AssetWatcher(
                     name="training-callbacks",
-                    trigger=CallbackMessageEventTrigger(queue_url=QUEUE_URL, pipeline_name="training"),
+                    trigger=SageMakerCallbackEventTrigger(queue_url=QUEUE_URL, pipeline_name="training"),
                 )
             ],
         )
@@ -253,7 +243,16 @@ __all__ = [
     "DEFAULT_INSPECT_VISIBILITY_TIMEOUT",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "DEFAULT_WAIT_TIME_SECONDS",
-    "CallbackMessageEventTrigger",
-    "CallbackMessageTrigger",
     "CallbackTriggerEvent",
+    "SageMakerCallbackEventTrigger",
+    "SageMakerCallbackTrigger",
 ]
+
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "CallbackMessageTrigger": "SageMakerCallbackTrigger",
+        "CallbackMessageEventTrigger": "SageMakerCallbackEventTrigger",
+    },
+)

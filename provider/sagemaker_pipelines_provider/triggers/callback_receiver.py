@@ -1,58 +1,18 @@
 """The shared per-queue receiver: one receive loop per SQS queue serves every waiting callback trigger.
 
-A triggerer may hold hundreds of deferred :class:`~sagemaker_pipelines_provider.triggers.callback.
-CallbackMessageTrigger` instances waiting on one queue. Instead of one long-polling loop each (which
-multiplies ReceiveMessage calls and makes the triggers steal each other's messages), they register as
-*waiters* with the queue's one :class:`QueueReceiver`, which receives batches of up to 10 messages and
-routes them with :func:`~sagemaker_pipelines_provider.callbacks.message.plan_batch`.
-
-Lifecycle: receivers are process-level helpers keyed by (event loop, connection, region, queue URL ...),
-created lazily inside the running event loop by :func:`get_receiver` on the first waiter, and ending by
-themselves when the last waiter leaves (the next waiter creates a new one). Closing the receiver's client
-awaits; a waiter that registers meanwhile is served by a new client opened once the old one is closed. A
-receiver never outlives its event loop, so ``dag.test()`` — which runs each trigger in its own
-``asyncio.run`` — gets a fresh one each time.
-
-Delivery contract (what the waiters and the queue see):
-
-- a message matching a waiter is first checked: is its token still waiting
-  (:mod:`~sagemaker_pipelines_provider.callbacks.liveness`, one ListPipelineExecutionSteps)? If so — or
-  if that cannot be told — it is *claimed*: hidden for the waiter's ``visibility_timeout`` and handed
-  over; it is **never deleted here** (the answer operators delete it once its token is answered);
-- a message whose token is already answered (an SQS duplicate, a late ``Stopping`` copy, a copy whose
-  claim lapsed before its answer) is **deleted** and goes to no waiter: the waiter keeps waiting for a
-  live message (of the same batch, if one matches); further copies of a token found answered are deleted
-  without another check;
-- valid messages no waiter takes, and further copies of a claimed token, are made visible again at once
-  (other consumers are not starved; the answer's sweep finds the copies);
-- malformed messages are logged once per process and left as received (hidden for
-  ``inspect_visibility_timeout``, then back, counted by the queue's redrive policy) — never deleted;
-- crash or cancellation anywhere: a claimed message whose waiter is gone is released at once when
-  possible, otherwise it comes back after its visibility timeout; messages received but not yet routed
-  come back after ``inspect_visibility_timeout``. Nothing is lost, and receiving a message again can only
-  lead to answering the same token again, which SageMaker refuses as already answered;
-- a receive that fails (after the project's backoff budget) fails every current waiter with that error.
-
-Why not Airflow 3.3's ``BaseEventTrigger.shared_stream_key`` (one poll fanned out to sibling triggers)?
-Its fan-out *broadcasts* every raw event to every subscriber, and its ack mode advances the broker once
-the derived trigger events are persisted. Callback routing needs the opposite on both counts: each message
-goes to exactly one waiter, a message nobody takes must be made visible again at once (the broadcast
-cannot tell "filtered out by everyone" from "taken"), and the message may only be deleted after its token
-is answered by a worker, long after the trigger event was persisted. ``dag.test()`` also runs triggers
-outside the triggerer's stream manager. So the receiver is this module's own process-level helper.
-
-When a batch held valid messages that no waiter takes (released again at once), the next receive is
-delayed by a short jittered backoff (reset by a match or a new waiter), so receivers on one queue do not
-hot-loop on each other's messages. A batch of malformed messages only is followed by an immediate receive:
-those are hidden for the inspection timeout, so the next receive sees other messages — a queue full of
-junk cannot starve the valid callbacks behind it.
+Every :class:`~.callback.SageMakerCallbackTrigger` (and event trigger) of one event loop waiting on one queue
+registers as a *waiter* with that queue's :class:`QueueReceiver`, which receives batches of up to 10 messages
+and routes them (:func:`~sagemaker_pipelines_provider.callbacks.message.plan_batch`). A message for a waiter
+is checked live (its token still waits), *claimed* (hidden for the waiter's ``visibility_timeout``) and
+handed over, never deleted here; copies of an answered token are deleted; the rest is released at once, and
+malformed messages are left as received. The lifecycle is :class:`~.shared_service.SharedService`'s; the
+delivery contract (crash, cancellation, duplicates, why not ``shared_stream_key``) is in docs/triggerer.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -66,10 +26,11 @@ from sagemaker_pipelines_provider.callbacks.message import (
     CallbackRoute,
     describe,
 )
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
+from sagemaker_pipelines_provider.triggers.shared_service import SharedService, Subscriber
+from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy, Retryable
-from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
 log = logging.getLogger(__name__)
 
@@ -83,50 +44,36 @@ class ReceiverKey:
     """What makes two waiters share a receiver: same queue, reached with the same connection settings."""
 
     queue_url: str
-    aws_conn_id: str | None = "aws_default"
-    region_name: str | None = None
-    verify: bool | str | None = None
-    botocore_config: str = "{}"
+    aws: AwsConnectionArgs = field(default_factory=AwsConnectionArgs)
 
-    @classmethod
-    def build(
-        cls,
-        queue_url: str,
-        aws_conn_id: str | None = "aws_default",
-        region_name: str | None = None,
-        verify: bool | str | None = None,
-        botocore_config: dict[str, Any] | None = None,
-    ) -> ReceiverKey:
-        config = json.dumps(botocore_config or {}, sort_keys=True, default=str)
-        return cls(queue_url, aws_conn_id, region_name, verify, config)
-
-    def hook(self) -> CallbackQueueHook:
+    def hook(self) -> SageMakerCallbackQueueHook:
         """A hook for this key's connection settings."""
-        config = json.loads(self.botocore_config) or None
-        return CallbackQueueHook(
-            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=config
-        )
+        return self.aws.hook(SageMakerCallbackQueueHook)
 
     def sagemaker_hook(self) -> SageMakerPipelineHook:
         """A SageMaker hook for this key's connection settings (to check whether a token still waits)."""
-        config = json.loads(self.botocore_config) or None
-        return SageMakerPipelineHook(
-            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=config
-        )
+        return self.aws.hook(SageMakerPipelineHook)
 
 
-@dataclass(eq=False)
-class _Waiter:
-    route: CallbackRoute
-    visibility_timeout: int
-    wait_time_seconds: int
-    future: asyncio.Future[CallbackMessage]
-    seq: int = field(default=0)
+class _Waiter(Subscriber):
+    def __init__(
+        self, route: CallbackRoute, visibility_timeout: int, wait_time_seconds: int, seq: int
+    ) -> None:
+        super().__init__(wait_time_seconds)  # the receive's long-poll wait: the smallest one asked for
+        self.route = route
+        self.visibility_timeout = visibility_timeout
+        self.future: asyncio.Future[CallbackMessage] = asyncio.get_running_loop().create_future()
+        self.seq = seq
+
+    @property
+    def waiting(self) -> bool:
+        return not self.future.done()
 
 
-class QueueReceiver:
+class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
     """One receive loop for one queue, routing messages to the waiters registered with :meth:`wait_for`."""
 
+    task_name = "callback-receiver"
     _seq = itertools.count()
 
     def __init__(
@@ -134,21 +81,16 @@ class QueueReceiver:
         key: ReceiverKey,
         *,
         inspect_visibility_timeout: int = 30,
-        hook_factory: Callable[[], CallbackQueueHook] | None = None,
+        hook_factory: Callable[[], SageMakerCallbackQueueHook] | None = None,
         sagemaker_hook_factory: Callable[[], SageMakerPipelineHook] | None = None,
-        on_exit: Callable[[QueueReceiver], None] | None = None,
     ) -> None:
-        self.key = key
+        super().__init__(key)
         self.inspect_visibility_timeout = inspect_visibility_timeout
         self._hook_factory = hook_factory or key.hook
         self._sagemaker_hook_factory = sagemaker_hook_factory or key.sagemaker_hook
         self._sagemaker: tuple[SageMakerPipelineHook, Any] | None = None
         self._clients: AsyncExitStack | None = None
         self._check_failed_logged = False
-        self._on_exit = on_exit
-        self._waiters: dict[int, _Waiter] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._orphans: list[str] = []
         self.receives = 0
         self.claimed = 0
@@ -158,7 +100,10 @@ class QueueReceiver:
     @property
     def waiting(self) -> int:
         """How many waiters are registered now."""
-        return len(self._waiters)
+        return len(self._subscribers)
+
+    def describe(self) -> str:
+        return self.key.queue_url
 
     async def wait_for(
         self, route: CallbackRoute, *, visibility_timeout: int, wait_time_seconds: int = 20
@@ -168,17 +113,8 @@ class QueueReceiver:
         Cancelling the wait unregisters the waiter; a message claimed for it in the meantime is released
         again at once (or, failing that, returns after its visibility timeout).
         """
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(
-            route=route,
-            visibility_timeout=visibility_timeout,
-            wait_time_seconds=wait_time_seconds,
-            future=loop.create_future(),
-            seq=next(self._seq),
-        )
-        self._waiters[waiter.seq] = waiter
-        self._wake.set()
-        self._ensure_running()
+        waiter = _Waiter(route, visibility_timeout, wait_time_seconds, next(self._seq))
+        self._join(waiter)
         try:
             return await asyncio.shield(waiter.future)
         except asyncio.CancelledError:
@@ -189,33 +125,10 @@ class QueueReceiver:
                 waiter.future.cancel()
             raise
         finally:
-            self._waiters.pop(waiter.seq, None)
+            self._leave(waiter)
 
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"callback-receiver:{self.key.queue_url}"
-            )
-
-    def _open_waiters(self) -> list[_Waiter]:
-        return [w for w in self._waiters.values() if not w.future.done()]
-
-    async def _run(self) -> None:
-        try:
-            # Re-checked after the client closed: a waiter (or an orphan to release) may arrive while its
-            # exit awaits, and this task is still "running" then, so wait_for did not start another one.
-            while True:
-                await self._session()
-                if not self._open_waiters() and not self._orphans:
-                    return  # no await between this check and on_exit: nobody can register in between
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # never leave waiters hanging on a dead receiver
-            log.exception("Callback receiver for %s failed", self.key.queue_url)
-            self._fail_waiters(err)
-        finally:
-            if self._on_exit is not None:
-                self._on_exit(self)
+    def _has_work(self) -> bool:
+        return bool(self._waiting() or self._orphans)
 
     async def _session(self) -> None:
         """One client's life: receive and route while waiters are open; return when none is left."""
@@ -228,20 +141,19 @@ class QueueReceiver:
             finally:
                 self._clients, self._sagemaker = None, None
 
-    async def _receive_while_waited(self, hook: CallbackQueueHook, client: Any) -> None:
+    async def _receive_while_waited(self, hook: SageMakerCallbackQueueHook, client: Any) -> None:
         idle_rounds = 0
         while True:
             if self._orphans:
                 orphans, self._orphans = self._orphans, []
                 await self._release_handles(hook, client, orphans)
-            waiters = self._open_waiters()
-            if not waiters:
-                if not self._waiters and not self._orphans:
+            if not self._waiting():
+                if not self._subscribers and not self._orphans:
                     return
                 await asyncio.sleep(0)
                 continue
             self._wake.clear()
-            wait_time = min(w.wait_time_seconds for w in waiters)
+            wait_time = int(self._interval(default=20))
             try:
                 raw = await hook.areceive(
                     client,
@@ -250,7 +162,7 @@ class QueueReceiver:
                     visibility_timeout=self.inspect_visibility_timeout,
                 )
             except Exception as err:
-                self._fail_waiters(err)
+                self._fail(err)
                 return
             self.receives += 1
             if not raw:
@@ -266,18 +178,15 @@ class QueueReceiver:
                 continue
             delay = IDLE_POLICY.delay(idle_rounds, Retryable.TRANSIENT)
             idle_rounds += 1
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            if await self._pause(delay):
                 idle_rounds = 0
-            except TimeoutError:
-                pass
 
-    def _fail_waiters(self, error: BaseException) -> None:
-        for waiter in list(self._waiters.values()):
+    def _fail(self, error: BaseException) -> None:
+        for waiter in list(self._subscribers):
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
-    async def _release_handles(self, hook: CallbackQueueHook, client: Any, handles: Sequence[str]) -> None:
+    async def _release_handles(self, hook: SageMakerCallbackQueueHook, client: Any, handles: Sequence[str]) -> None:
         if not handles:
             return
         try:
@@ -312,7 +221,7 @@ class QueueReceiver:
             return TokenState.UNKNOWN
 
     async def _delete_settled(
-        self, hook: CallbackQueueHook, client: Any, messages: Sequence[CallbackMessage]
+        self, hook: SageMakerCallbackQueueHook, client: Any, messages: Sequence[CallbackMessage]
     ) -> None:
         for message in messages:
             try:
@@ -323,10 +232,10 @@ class QueueReceiver:
                 log.warning("Could not delete %s: %s", describe(message), err)
 
     async def _route(
-        self, hook: CallbackQueueHook, client: Any, raw: Sequence[dict[str, Any]]
+        self, hook: SageMakerCallbackQueueHook, client: Any, raw: Sequence[dict[str, Any]]
     ) -> tuple[bool, int]:
         """Claim what matches, delete what is settled, release the rest; (progress made, released)."""
-        order = sorted(self._open_waiters(), key=lambda w: w.seq)
+        order = sorted(self._waiting(), key=lambda w: w.seq)
         batch = LiveBatch(raw, self.key.queue_url, [w.route for w in order])
         while todo := batch.unchecked():
             states = await asyncio.gather(*(self._token_state(m) for m in todo))
@@ -369,29 +278,14 @@ class QueueReceiver:
         return served or bool(plan.settled), len(release)
 
 
-# -------------------------------------------------------------------------------------------------------
-# process-level registry, one map per event loop
-
-_registry: LoopRegistry[ReceiverKey, QueueReceiver] = LoopRegistry()
-
-
 def get_receiver(key: ReceiverKey, *, inspect_visibility_timeout: int = 30) -> QueueReceiver:
     """The running event loop's receiver for ``key``, created on first use (call inside the loop)."""
-
-    def forget(done: QueueReceiver) -> None:
-        # a receiver that ended with waiters still registered (they are failing) is restarted by the next
-        # wait_for; one that ended idle is dropped and the next waiter creates a new one
-        if not done.waiting:
-            _registry.forget(done.key, done)
-
-    return _registry.get(
-        key, lambda: QueueReceiver(key, inspect_visibility_timeout=inspect_visibility_timeout, on_exit=forget)
-    )
+    return QueueReceiver.shared(key, inspect_visibility_timeout=inspect_visibility_timeout)
 
 
 def active_receivers() -> list[QueueReceiver]:
     """The receivers of the running event loop (diagnostics and tests)."""
-    return list(_registry.active().values())
+    return list(QueueReceiver.active().values())
 
 
 __all__ = ["IDLE_POLICY", "QueueReceiver", "ReceiverKey", "active_receivers", "get_receiver"]

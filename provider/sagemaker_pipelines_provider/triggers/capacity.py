@@ -1,10 +1,8 @@
-"""CapacityWaitTrigger: the timer a deferrable operator waits on after ``ResourceLimitExceeded``.
+"""SageMakerPipelineCapacityWaitTrigger: the timer an operator defers to after ``ResourceLimitExceeded``.
 
-It fires once, at ``moment``, with ``carry`` as its event payload. The operator's deferral kwargs (its
-deadline and where the capacity wait stands) travel in ``carry`` as well as in the kwargs: Airflow's
-triggerer merges the event into the task's kwargs, but ``dag.test()`` and ``airflow dags test`` replace the
-kwargs by the event, and a deadline lost there would let the wait go on past ``execution_timeout``.
-``moment`` is absolute, so a trigger that restarts on another triggerer does not wait its delay again.
+It fires once, at the absolute ``moment`` (a restart on another triggerer does not wait its delay again),
+with ``carry`` — the operator's deferral kwargs — as its event payload; see docs/triggerer.md for why they
+travel in the event. ``CapacityWaitTrigger`` is a deprecated alias.
 """
 
 from __future__ import annotations
@@ -17,11 +15,12 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from sagemaker_pipelines_provider.utils.deadline import parse_deadline
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 
-CLASSPATH = "sagemaker_pipelines_provider.triggers.capacity.CapacityWaitTrigger"
+CLASSPATH = "sagemaker_pipelines_provider.triggers.capacity.SageMakerPipelineCapacityWaitTrigger"
 
 
-class CapacityWaitTrigger(BaseTrigger):
+class SageMakerPipelineCapacityWaitTrigger(BaseTrigger):
     """Fire once at ``moment`` (ISO-8601) with ``carry`` (JSON values) as the event payload."""
 
     def __init__(self, moment: str, carry: Mapping[str, Any] | None = None) -> None:
@@ -38,3 +37,12 @@ class CapacityWaitTrigger(BaseTrigger):
         if left > 0:
             await asyncio.sleep(left)
         yield TriggerEvent(self.carry)
+
+
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "CapacityWaitTrigger": "SageMakerPipelineCapacityWaitTrigger",
+    },
+)

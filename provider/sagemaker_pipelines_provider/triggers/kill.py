@@ -1,29 +1,10 @@
 """Which stops of a deferred task are real kills: the checks both stop paths of a deferred wait apply.
 
-StopPipelineExecution is sent for a deferred :class:`~sagemaker_pipelines_provider.operators.pipeline.
-SageMakerPipelineOperator` only when its task instance was really killed:
-
-- **a user or the scheduler ended the task instance** (mark failed / success, clear, DAG run timeout or
-  deletion): it left the DEFERRED state, and Airflow's triggerer cancels its trigger with the
-  "user action" message, which calls the trigger's ``on_kill``. Airflow 3.3's triggerer sends that same
-  message when the trigger was only *reassigned* to another triggerer (its own heartbeat was late: the
-  trigger is no longer in its share, ``TriggerRunnerSupervisor.update_triggers``), with the task instance
-  still DEFERRED and the other triggerer already waiting. So ``on_kill`` first reads the task instance's
-  state (:func:`task_instance_left_deferred`) and stops only when it is no longer DEFERRED;
-- **execution_timeout**: the trigger's deadline, or Airflow's deferral timeout on the worker;
-- **a SIGTERM of the task while its wait runs in the same process** (``dag.test()`` and
-  ``airflow dags test`` run the trigger in the task's process, :func:`waiting_here`): Airflow's task
-  runner leaves its SIGTERM handler installed, which calls the operator's ``on_kill``; the operator
-  stops the execution and then ends the process (otherwise the handler returns and the in-process wait
-  goes on until SIGKILL).
-
-Never: a triggerer restart or shutdown (the trigger is cancelled without the message), a reassignment,
-the end of ``dags test`` or its Ctrl-C, a SIGTERM of a worker process whose task already handed its wait
-to the triggerer, or a kill that cannot be confirmed (no task instance attached to the trigger, or its
-state unreadable within :data:`STATE_CHECK_TIMEOUT`): that is logged and the execution keeps running,
-since a stop nobody asked for cannot be undone. (Nor a clear whose next try is already deferred again
-when the old trigger gets cancelled: the state check cannot tell the tries apart, and that try has
-re-attached to the execution.)
+StopPipelineExecution is sent for a deferred operator only when its task instance was really killed: it
+left the DEFERRED state (:func:`task_instance_left_deferred`; Airflow 3.3's triggerer also calls ``on_kill``
+when it merely hands the trigger to another triggerer), its ``execution_timeout`` passed, or a SIGTERM hit
+the task while its wait ran in the same process (:func:`waiting_here`). Never on a triggerer restart, a
+reassignment, or a kill that cannot be confirmed. The full list is in docs/triggerer.md.
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
-"""PipelineExecutionTrigger: wait, inside the triggerer, for one SageMaker pipeline execution to end.
+"""SageMakerPipelineExecutionTrigger: wait, inside the triggerer, for one SageMaker pipeline execution to end.
 
-The trigger is its serialisable arguments plus a run loop. Its status comes from the process-wide
-:class:`~sagemaker_pipelines_provider.triggers.poller.ExecutionStatusPoller` of its pipeline (one
-``ListPipelineExecutions`` page per round for all executions waited on), so a triggerer waiting on 300
-executions of one pipeline makes a handful of calls per round, not 300. Steps are listed only when the
-execution's status changes and once at the end (for the result), and each step status change is logged
-once.
-
-Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn`` and ``deadline`` (the trigger's, so
-that the task knows it on resume even where ``dag.test()`` replaces the deferral's kwargs by the event):
-
-- ``{"status": "success", "result": {...}}`` — the execution ended in a status the policy accepts;
-- ``{"status": "failure", "result": {...}, "message": "..."}`` — it ended Failed (or Stopped, unless
-  ``allow_stopped``); the message names the failed steps, their reasons, job ARNs and the console link;
-- ``{"status": "timeout", "result": {...}, "message": "..."}`` — ``deadline`` passed first (the task's
-  ``execution_timeout``); the execution was stopped if ``stop_on_kill``;
-- ``{"status": "error", "message": "..."}`` — the status could not be read (after the hook's retries).
-
-Kill: when a user acts on the deferred task (mark failed / success, clear) or its DAG run times out,
-Airflow's triggerer cancels the trigger and calls :meth:`PipelineExecutionTrigger.on_kill`, which stops
-the execution when ``stop_on_kill`` is set and Airflow confirms that the task instance left the DEFERRED
-state (the triggerer calls ``on_kill`` on a mere hand-over to another triggerer too: see
-:mod:`~sagemaker_pipelines_provider.triggers.kill`). ``cleanup`` (every exit, including triggerer restarts
-and redistribution) only releases the subscription: it never stops the execution.
+The trigger is its serialisable arguments plus a run loop; its status comes from the pipeline's shared
+:class:`~.poller.ExecutionStatusPoller`. Its events, and when ``on_kill`` stops the execution, are in
+docs/triggerer.md. ``PipelineExecutionTrigger`` is a deprecated alias.
 """
 
 from __future__ import annotations
@@ -46,15 +26,17 @@ from sagemaker_pipelines_provider.triggers.poller import (
     PollerKey,
     get_poller,
 )
+from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs, WithAwsConnection
 from sagemaker_pipelines_provider.utils.deadline import seconds_left
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 from sagemaker_pipelines_provider.utils.tokens import stop_token
 
-CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.PipelineExecutionTrigger"
+CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.SageMakerPipelineExecutionTrigger"
 T = TypeVar("T")
 
 
-class PipelineExecutionTrigger(BaseTrigger):
+class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
     """Fire once when a pipeline execution ends (or the deadline passes).
 
     :param pipeline_execution_arn: the execution to wait for.
@@ -90,10 +72,7 @@ class PipelineExecutionTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         self.pipeline_execution_arn = pipeline_execution_arn
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = dict(botocore_config) if botocore_config else None
+        self.aws = AwsConnectionArgs.of(aws_conn_id, region_name, verify, botocore_config)
         self.poll_interval = float(poll_interval)
         self.allow_stopped = allow_stopped
         self.stop_on_kill = stop_on_kill
@@ -106,10 +85,7 @@ class PipelineExecutionTrigger(BaseTrigger):
             CLASSPATH,
             {
                 "pipeline_execution_arn": self.pipeline_execution_arn,
-                "aws_conn_id": self.aws_conn_id,
-                "region_name": self.region_name,
-                "verify": self.verify,
-                "botocore_config": self.botocore_config,
+                **self.aws.to_kwargs(),
                 "poll_interval": self.poll_interval,
                 "allow_stopped": self.allow_stopped,
                 "stop_on_kill": self.stop_on_kill,
@@ -125,21 +101,10 @@ class PipelineExecutionTrigger(BaseTrigger):
         pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
         if not pipeline:
             raise ValueError(f"{self.pipeline_execution_arn!r} is not a SageMaker pipeline execution ARN")
-        return PollerKey.build(
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            botocore_config=self.botocore_config,
-            pipeline_name=pipeline,
-        )
+        return PollerKey(pipeline, self.aws)
 
     def _hook(self) -> SageMakerPipelineHook:
-        return SageMakerPipelineHook(
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            config=self.botocore_config,
-        )
+        return self.aws.hook(SageMakerPipelineHook)
 
     def _seconds_left(self) -> float | None:
         return seconds_left(self.deadline)
@@ -312,3 +277,12 @@ class PipelineExecutionTrigger(BaseTrigger):
 def _fallback_stop_token(arn: str) -> str:
     """The stop token of a trigger built without one (not by the operator, which always passes its own)."""
     return stop_token((), arn, counter=0, retries=0)
+
+
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "PipelineExecutionTrigger": "SageMakerPipelineExecutionTrigger",
+    },
+)

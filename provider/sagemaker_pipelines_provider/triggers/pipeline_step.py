@@ -1,22 +1,9 @@
-"""PipelineStepTrigger: wait, inside the triggerer, until one step of a pipeline execution is decided.
+"""SageMakerPipelineStepTrigger: wait, in the triggerer, until one step of a pipeline execution is decided.
 
-Serialisable arguments plus a run loop. The status comes from the shared
-:class:`~sagemaker_pipelines_provider.triggers.step_poller.ExecutionStepsPoller` of the execution (one
-``ListPipelineExecutionSteps`` per execution per round for all its step triggers, the execution status from
-the pipeline's shared execution poller); the verdict from the one step policy,
-:func:`~sagemaker_pipelines_provider.utils.step_status.step_verdict`.
-
-Events (``TriggerEvent.payload``), all with ``pipeline_execution_arn``, ``step_name`` and
-``execution_status``:
-
-- ``{"status": "success" | "failed" | "skipped", "reason": "...", "step": {...} | None}`` — the verdict;
-  ``step`` is the step's entry as :func:`~sagemaker_pipelines_provider.hooks.pipeline.build_execution_result`
-  shapes it (JSON-serialisable; None when the step was never listed). With ``wait_for_execution_end``, a
-  ``failed`` verdict is held back until the execution itself is terminal (the waiting task means to resume
-  the execution, which SageMaker accepts only once it has ended Failed);
-- ``{"status": "error", "message": "..."}`` — the status could not be read (after the hook's retries).
-
-The trigger never changes the execution: ``on_kill`` and ``cleanup`` only leave the subscription.
+Serialisable arguments plus a run loop: the status comes from the execution's shared
+:class:`~.step_poller.ExecutionStepsPoller`, the verdict from
+:func:`~sagemaker_pipelines_provider.utils.step_status.step_verdict`. The trigger never changes the
+execution. Its events are in docs/triggerer.md. ``PipelineStepTrigger`` is a deprecated alias.
 """
 
 from __future__ import annotations
@@ -30,10 +17,12 @@ from sagemaker_pipelines_provider.hooks.pipeline import pipeline_name_from_arn
 from sagemaker_pipelines_provider.results import StepTaskResult, step_task_result
 from sagemaker_pipelines_provider.triggers.poller import PollerKey
 from sagemaker_pipelines_provider.triggers.step_poller import StepsPollerKey, get_steps_poller
+from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs, WithAwsConnection
+from sagemaker_pipelines_provider.utils.deprecation import renamed
 from sagemaker_pipelines_provider.utils.status import is_terminal
 from sagemaker_pipelines_provider.utils.step_status import BranchRef, StepVerdict, step_verdict
 
-CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline_step.PipelineStepTrigger"
+CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline_step.SageMakerPipelineStepTrigger"
 
 
 def step_payload(verdict: StepVerdict, *, step_name: str, step_type: str | None) -> StepTaskResult | None:
@@ -55,7 +44,7 @@ def branch_refs(chain: Sequence[Any]) -> tuple[BranchRef, ...]:
     return tuple(refs)
 
 
-class PipelineStepTrigger(BaseTrigger):
+class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
     """Fire once when step ``step_name`` of an execution succeeded, failed or will not run.
 
     :param pipeline_execution_arn: the execution.
@@ -94,10 +83,7 @@ class PipelineStepTrigger(BaseTrigger):
         self.resumed_attempt = None if resumed_attempt is None else int(resumed_attempt)
         self.wait_for_execution_end = bool(wait_for_execution_end)
         self.poll_interval = float(poll_interval)
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = dict(botocore_config) if botocore_config else None
+        self.aws = AwsConnectionArgs.of(aws_conn_id, region_name, verify, botocore_config)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -110,10 +96,7 @@ class PipelineStepTrigger(BaseTrigger):
                 "resumed_attempt": self.resumed_attempt,
                 "wait_for_execution_end": self.wait_for_execution_end,
                 "poll_interval": self.poll_interval,
-                "aws_conn_id": self.aws_conn_id,
-                "region_name": self.region_name,
-                "verify": self.verify,
-                "botocore_config": self.botocore_config,
+                **self.aws.to_kwargs(),
             },
         )
 
@@ -121,14 +104,7 @@ class PipelineStepTrigger(BaseTrigger):
         pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
         if not pipeline:
             raise ValueError(f"{self.pipeline_execution_arn!r} is not a SageMaker pipeline execution ARN")
-        status_key = PollerKey.build(
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            botocore_config=self.botocore_config,
-            pipeline_name=pipeline,
-        )
-        return StepsPollerKey(status_key, self.pipeline_execution_arn)
+        return StepsPollerKey(PollerKey(pipeline, self.aws), self.pipeline_execution_arn)
 
     def _event(self, status: str, execution_status: str | None, **extra: Any) -> TriggerEvent:
         return TriggerEvent(
@@ -191,3 +167,12 @@ class PipelineStepTrigger(BaseTrigger):
 
     async def cleanup(self) -> None:
         """Nothing to release beyond the subscription, which is left by exiting ``run``."""
+
+
+__getattr__ = renamed(
+    __name__,
+    globals(),
+    {
+        "PipelineStepTrigger": "SageMakerPipelineStepTrigger",
+    },
+)

@@ -1,43 +1,27 @@
-"""The shared, coalescing status poller of pipeline executions inside the triggerer.
+"""The shared, coalescing status poller of the pipeline executions waited on in one triggerer.
 
-One :class:`ExecutionStatusPoller` exists per (event loop, connection, region, verify, botocore config,
-pipeline). Every :class:`~sagemaker_pipelines_provider.triggers.pipeline.PipelineExecutionTrigger` waiting
-on an execution of that pipeline subscribes to it; one poll round then costs:
-
-- one ``ListPipelineExecutions`` page per 100 executions of the pipeline (newest first, bounded by
-  ``CreatedAfter`` = the oldest watched execution's start, and by :func:`page_budget`), however many
-  executions are watched;
-- one ``DescribePipelineExecution`` per watched execution *not found* in those pages (an execution
-  older than :func:`page_budget` pages of newer ones, or one the list has not caught up with yet).
-
-Contract:
-
-- a subscriber receives an :class:`ExecutionUpdate` for its first observed status and then only on
-  change (status or failure reason); a poll error that outlived the hook's retry budget is delivered
-  as an :class:`ExecutionUpdate` whose ``error`` is set (the subscriber decides to fail);
-- the poller is created lazily, in the running event loop, by :func:`get_poller`; it starts polling on
-  the first subscription and ends (closing its aiobotocore client and leaving the registry) when the last
-  subscriber leaves — a cancelled trigger leaves by exiting :meth:`ExecutionStatusPoller.subscribe`;
-- the poll interval is the smallest interval any current subscriber asked for;
-- subscribers may borrow the poller's client (:meth:`ExecutionStatusPoller.client`) while subscribed.
-
-Nothing here is serialised: triggers rebuild their subscription from their own arguments.
+One :class:`ExecutionStatusPoller` per (event loop, AWS connection, pipeline) serves every execution trigger
+waiting on that pipeline: a poll round reads ``ListPipelineExecutions`` pages (bounded by
+:func:`page_budget`) and describes only the watched executions those pages miss. Subscribers hear of the
+first status and then of changes only; an error is an update whose ``error`` is set. The lifecycle
+(subscribers, wake-up, interval, registry, lent client) is :class:`~.shared_service.SharedService`'s; the
+costs and guarantees are in docs/triggerer.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
+from sagemaker_pipelines_provider.triggers.shared_service import LentClient, SharedService, UpdateSubscriber
+from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
 from sagemaker_pipelines_provider.utils.backoff import error_code
-from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
 
 log = logging.getLogger(__name__)
 
@@ -61,35 +45,13 @@ CREATED_AFTER_MARGIN = dt.timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class PollerKey:
-    """What makes two subscriptions share a poller (and its client)."""
+    """What makes two subscriptions share a poller (and its client): the pipeline and the connection."""
 
-    aws_conn_id: str | None
-    region_name: str | None
-    verify: bool | str | None
-    botocore_config: str  # canonical JSON of the botocore config dict ("null" when none)
     pipeline_name: str
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        aws_conn_id: str | None,
-        region_name: str | None,
-        verify: bool | str | None,
-        botocore_config: dict[str, Any] | None,
-        pipeline_name: str,
-    ) -> PollerKey:
-        return cls(
-            aws_conn_id, region_name, verify, json.dumps(botocore_config, sort_keys=True), pipeline_name
-        )
+    aws: AwsConnectionArgs = field(default_factory=AwsConnectionArgs)
 
     def hook(self) -> SageMakerPipelineHook:
-        return SageMakerPipelineHook(
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            config=json.loads(self.botocore_config),
-        )
+        return self.aws.hook(SageMakerPipelineHook)
 
 
 @dataclass(frozen=True)
@@ -111,32 +73,26 @@ class ExecutionUpdate:
         }
 
 
-class _Subscription:
+class _Subscription(UpdateSubscriber[ExecutionUpdate]):
     def __init__(self, arn: str, poll_interval: float) -> None:
+        super().__init__(poll_interval)
         self.arn = arn
-        self.poll_interval = poll_interval
-        self.queue: asyncio.Queue[ExecutionUpdate] = asyncio.Queue()
-        self.last: ExecutionUpdate | None = None
-
-    def offer(self, update: ExecutionUpdate) -> None:
-        if update != self.last:
-            self.last = update
-            self.queue.put_nowait(update)
 
 
-class ExecutionStatusPoller:
+class ExecutionStatusPoller(SharedService[PollerKey, _Subscription]):
     """Polls the status of every watched execution of one pipeline (see the module docstring)."""
 
+    task_name = "sagemaker-pipeline-poller"
+
     def __init__(self, key: PollerKey) -> None:
-        self.key = key
+        super().__init__(key)
         self.hook = key.hook()
-        self._subscriptions: set[_Subscription] = set()
+        self.lent = LentClient(self.hook)
         self._start_times: dict[str, dt.datetime] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._client: Any = None
-        self._client_ready = asyncio.Event()
-        self._wake = asyncio.Event()
         self.rounds = 0
+
+    def describe(self) -> str:
+        return self.key.pipeline_name
 
     # -- subscribers -------------------------------------------------------------------------------------
 
@@ -145,69 +101,30 @@ class ExecutionStatusPoller:
         self, arn: str, poll_interval: float
     ) -> AsyncIterator[asyncio.Queue[ExecutionUpdate]]:
         """Watch ``arn``; yields the queue on which its :class:`ExecutionUpdate` s arrive."""
-        subscription = _Subscription(arn, poll_interval)
-        self._subscriptions.add(subscription)
-        self._ensure_running()
-        self._wake.set()  # a newcomer does not wait for the end of the current sleep
-        try:
+        async with self._subscribed(_Subscription(arn, poll_interval)) as subscription:
             yield subscription.queue
-        finally:
-            self._subscriptions.discard(subscription)
-            if not self._subscriptions:
-                self._wake.set()
 
     @property
     def watched(self) -> frozenset[str]:
         """The ARNs currently watched."""
-        return frozenset(s.arn for s in self._subscriptions)
+        return frozenset(s.arn for s in self._subscribers)
 
     async def client(self) -> Any:
-        """The poller's aiobotocore client (valid while the caller is subscribed)."""
-        await self._client_ready.wait()
-        return self._client
+        """The poller's aiobotocore client (valid while the caller is subscribed); None between sessions."""
+        return await self.lent.get()
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"sagemaker-pipeline-poller:{self.key.pipeline_name}"
-            )
+    async def _session(self) -> None:
+        async with self.lent.session() as client:
+            await self._poll_while_subscribed(lambda: self._poll_round(client), default=30.0)
 
-    async def _run(self) -> None:
-        try:
-            # Re-checked after the client closes: a subscriber may arrive while it is closing.
-            while self._subscriptions:
-                try:
-                    async with self.hook.async_client() as client:
-                        self._client = client
-                        self._client_ready.set()
-                        await self._poll_while_watched(client)
-                except Exception as err:  # the client could not be created (bad connection, no credentials)
-                    log.exception("SageMaker pipeline poller for %s failed", self.key.pipeline_name)
-                    for subscription in list(self._subscriptions):
-                        subscription.offer(ExecutionUpdate(status=None, error=f"{type(err).__name__}: {err}"))
-                    return
-                finally:
-                    self._client = None
-                    self._client_ready.set()  # waiters get None and open a client of their own
-                    self._client_ready = asyncio.Event()
-        finally:
-            # No await between the last emptiness check and this: nobody can subscribe in between.
-            _forget(self)
-
-    async def _poll_while_watched(self, client: Any) -> None:
-        while self._subscriptions:
-            await self._poll_round(client)
-            if not self._subscriptions:
-                return
-            self._wake.clear()
-            interval = min(s.poll_interval for s in self._subscriptions)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+    def _fail(self, error: BaseException) -> None:
+        for subscription in list(self._subscribers):
+            subscription.offer(ExecutionUpdate(status=None, error=f"{type(error).__name__}: {error}"))
 
     async def _poll_round(self, client: Any) -> None:
-        wanted = {s.arn for s in self._subscriptions}
+        wanted = {s.arn for s in self._subscribers}
         if not wanted:
             return
         self.rounds += 1
@@ -231,7 +148,7 @@ class ExecutionStatusPoller:
                 describe.get("FailureReason"),
                 describe.get("PipelineExecutionDisplayName"),
             )
-        for subscription in list(self._subscriptions):
+        for subscription in list(self._subscribers):
             if subscription.arn in found:
                 subscription.offer(found[subscription.arn])
             elif subscription.arn in errors:
@@ -264,21 +181,11 @@ class ExecutionStatusPoller:
                 return
 
 
-# -------------------------------------------------------------------------------------------------------
-# the process-level registry: one dict of pollers per running event loop
-
-_REGISTRY: LoopRegistry[PollerKey, ExecutionStatusPoller] = LoopRegistry()
-
-
 def get_poller(key: PollerKey) -> ExecutionStatusPoller:
     """The running event loop's poller for ``key``, created on first use (call from inside the loop)."""
-    return _REGISTRY.get(key, lambda: ExecutionStatusPoller(key))
+    return ExecutionStatusPoller.shared(key)
 
 
 def active_pollers() -> dict[PollerKey, ExecutionStatusPoller]:
     """The pollers of the running event loop (for tests and diagnostics)."""
-    return _REGISTRY.active()
-
-
-def _forget(poller: ExecutionStatusPoller) -> None:
-    _REGISTRY.forget(poller.key, poller)
+    return ExecutionStatusPoller.active()

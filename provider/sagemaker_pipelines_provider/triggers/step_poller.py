@@ -1,32 +1,18 @@
 """Step-level status of pipeline executions, shared by every step trigger waiting on one execution.
 
-Built on the shared execution poller by composition, not beside it: one :class:`ExecutionStepsPoller`
-exists per (event loop, connection, region, verify, botocore config, execution ARN). It subscribes to the
-pipeline's :class:`~sagemaker_pipelines_provider.triggers.poller.ExecutionStatusPoller` for the
-execution's *status* (so that status still costs one ``ListPipelineExecutions`` page per pipeline per
-round, however many executions and steps are watched) and borrows that poller's aiobotocore client to
-add the one thing the execution poller does not read: **one ``ListPipelineExecutionSteps`` (all pages)
-per execution per round**, however many step tasks of that execution wait.
-
-Contract (the same as the execution poller's):
-
-- a subscriber receives a :class:`StepsSnapshot` after its subscription (the poller polls at once for a
-  newcomer, so the first snapshot is fresh) and then only when the snapshot changes; a read that outlived
-  the hook's retry budget arrives as a snapshot whose ``error`` is set (the subscriber decides to fail);
-- created lazily inside the running event loop by :func:`get_steps_poller`; polls from the first
-  subscription and ends (leaving the registry and its execution-poller subscription) when the last
-  subscriber leaves; a cancelled trigger leaves by exiting :meth:`ExecutionStepsPoller.subscribe`;
-- the interval is the smallest interval any current subscriber asked for.
-
-Nothing here is serialised: triggers rebuild their subscription from their own arguments.
+One :class:`ExecutionStepsPoller` per (event loop, AWS connection, execution) takes the execution's status
+from the pipeline's shared :class:`~.poller.ExecutionStatusPoller` (subscribing to it) and, on that poller's
+lent client, adds one ``ListPipelineExecutionSteps`` (all pages) per round, however many step tasks of the
+execution wait. Subscribers get a :class:`StepsSnapshot` after joining and then on change only; an error is
+a snapshot whose ``error`` is set. The lifecycle is :class:`~.shared_service.SharedService`'s; see
+docs/triggerer.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +22,8 @@ from sagemaker_pipelines_provider.triggers.poller import (
     PollerKey,
     get_poller,
 )
+from sagemaker_pipelines_provider.triggers.shared_service import SharedService, UpdateSubscriber
 from sagemaker_pipelines_provider.utils.backoff import error_code
-from sagemaker_pipelines_provider.utils.loop_registry import LoopRegistry
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,27 +44,17 @@ class StepsSnapshot:
     error: str | None = None
 
 
-class _Subscriber:
-    def __init__(self, poll_interval: float) -> None:
-        self.poll_interval = poll_interval
-        self.queue: asyncio.Queue[StepsSnapshot] = asyncio.Queue()
-        self.last: StepsSnapshot | None = None
-
-    def offer(self, snapshot: StepsSnapshot) -> None:
-        if snapshot != self.last:
-            self.last = snapshot
-            self.queue.put_nowait(snapshot)
-
-
-class ExecutionStepsPoller:
+class ExecutionStepsPoller(SharedService[StepsPollerKey, UpdateSubscriber[StepsSnapshot]]):
     """Lists the steps of one execution for all its subscribers (see the module docstring)."""
 
+    task_name = "sagemaker-pipeline-steps-poller"
+
     def __init__(self, key: StepsPollerKey) -> None:
-        self.key = key
-        self._subscribers: set[_Subscriber] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        super().__init__(key)
         self.rounds = 0
+
+    def describe(self) -> str:
+        return self.key.pipeline_execution_arn
 
     @property
     def subscribers(self) -> int:
@@ -89,55 +63,33 @@ class ExecutionStepsPoller:
     @asynccontextmanager
     async def subscribe(self, poll_interval: float) -> AsyncIterator[asyncio.Queue[StepsSnapshot]]:
         """Watch the execution's steps; yields the queue on which :class:`StepsSnapshot` s arrive."""
-        subscriber = _Subscriber(poll_interval)
-        self._subscribers.add(subscriber)
-        self._ensure_running()
-        self._wake.set()  # a newcomer gets a fresh snapshot now, not after the current sleep
-        try:
+        async with self._subscribed(UpdateSubscriber[StepsSnapshot](poll_interval)) as subscriber:
             yield subscriber.queue
-        finally:
-            self._subscribers.discard(subscriber)
-            if not self._subscribers:
-                self._wake.set()
-
-    def _interval(self) -> float:
-        return min((s.poll_interval for s in self._subscribers), default=30.0)
-
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"sagemaker-pipeline-steps-poller:{self.key.pipeline_execution_arn}"
-            )
 
     def _offer(self, snapshot: StepsSnapshot) -> None:
         for subscriber in list(self._subscribers):
             subscriber.offer(snapshot)
 
-    async def _run(self) -> None:
+    def _fail(self, error: BaseException) -> None:
+        self._offer(StepsSnapshot(execution_status=None, error=f"{type(error).__name__}: {error}"))
+
+    async def _session(self) -> None:
         status_poller = get_poller(self.key.status_key)
-        arn = self.key.pipeline_execution_arn
-        try:
-            # No await between get_poller and subscribe: the execution poller cannot end in between.
-            async with status_poller.subscribe(arn, self._interval()) as statuses:
-                latest: ExecutionUpdate | None = None
-                while self._subscribers:
-                    if latest is None:
-                        latest = await self._first_status(statuses)
-                        if latest is None:
-                            return
-                    while not statuses.empty():
-                        latest = statuses.get_nowait()
-                    await self._round(status_poller, latest)
-                    if not self._subscribers:
+        # No await between get_poller and subscribe: the execution poller cannot end in between.
+        async with status_poller.subscribe(self.key.pipeline_execution_arn, self._interval(30.0)) as statuses:
+            latest: ExecutionUpdate | None = None
+
+            async def poll() -> None:
+                nonlocal latest
+                if latest is None:
+                    latest = await self._first_status(statuses)
+                    if latest is None:  # every subscriber left first
                         return
-                    self._wake.clear()
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=self._interval())
-        except Exception as err:  # never leave subscribers waiting on a dead loop
-            log.exception("Step poller for %s failed", arn)
-            self._offer(StepsSnapshot(execution_status=None, error=f"{type(err).__name__}: {err}"))
-        finally:
-            _forget(self)
+                while not statuses.empty():
+                    latest = statuses.get_nowait()
+                await self._round(status_poller, latest)
+
+            await self._poll_while_subscribed(poll, default=30.0)
 
     async def _first_status(self, statuses: asyncio.Queue[ExecutionUpdate]) -> ExecutionUpdate | None:
         """Wait for the execution poller's first update (or for every subscriber to leave)."""
@@ -160,14 +112,9 @@ class ExecutionStepsPoller:
         if latest.error is not None:
             self._offer(StepsSnapshot(execution_status=None, error=latest.error))
             return
-        hook = status_poller.hook
         try:
-            client = await status_poller.client()
-            if client is not None:
-                steps = await hook.alist_pipeline_execution_steps(arn, client=client)
-            else:
-                async with hook.async_client() as own:
-                    steps = await hook.alist_pipeline_execution_steps(arn, client=own)
+            async with status_poller.lent.borrow() as client:
+                steps = await status_poller.hook.alist_pipeline_execution_steps(arn, client=client)
         except Exception as err:
             self._offer(
                 StepsSnapshot(execution_status=None, error=f"{error_code(err) or type(err).__name__}: {err}")
@@ -182,24 +129,14 @@ class ExecutionStepsPoller:
         )
 
 
-# -------------------------------------------------------------------------------------------------------
-# the process-level registry: one dict of steps pollers per running event loop
-
-_REGISTRY: LoopRegistry[StepsPollerKey, ExecutionStepsPoller] = LoopRegistry()
-
-
 def get_steps_poller(key: StepsPollerKey) -> ExecutionStepsPoller:
     """The running event loop's steps poller for ``key``, created on first use (call inside the loop)."""
-    return _REGISTRY.get(key, lambda: ExecutionStepsPoller(key))
+    return ExecutionStepsPoller.shared(key)
 
 
 def active_steps_pollers() -> dict[StepsPollerKey, ExecutionStepsPoller]:
-    """The steps pollers of the running event loop (for tests and diagnostics)."""
-    return _REGISTRY.active()
-
-
-def _forget(poller: ExecutionStepsPoller) -> None:
-    _REGISTRY.forget(poller.key, poller)
+    """The steps poller of the running event loop (for tests and diagnostics)."""
+    return ExecutionStepsPoller.active()
 
 
 __all__ = [

@@ -25,7 +25,7 @@ def trigger_event(event: Mapping[str, Any] | None, trigger: str) -> Mapping[str,
 
 
 def execution_event_result(event: Mapping[str, Any] | None) -> ExecutionResult:
-    """Apply a ``PipelineExecutionTrigger`` event: the result on ``success``; :class:`AirflowTaskTimeout`
+    """Apply a ``SageMakerPipelineExecutionTrigger`` event: the result on ``success``; :class:`AirflowTaskTimeout`
     on ``timeout`` (the deadline passed); :class:`AirflowException` with the failure message otherwise."""
     event = trigger_event(event, "PipelineExecutionTrigger")
     arn = event.get("pipeline_execution_arn")
