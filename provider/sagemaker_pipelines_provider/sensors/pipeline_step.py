@@ -305,7 +305,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
-        """Deferral target of :class:`SageMakerPipelineStepTrigger`: apply its verdict (a failure may resume)."""
+        """Deferral target of :class:`SageMakerPipelineStepTrigger`: apply its verdict (a failure may
+        resume)."""
         arn = self._arn()
         event = trigger_event(event, "SageMakerPipelineStepTrigger")
         status = event.get("status")

@@ -186,7 +186,9 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
-    async def _release_handles(self, hook: SageMakerCallbackQueueHook, client: Any, handles: Sequence[str]) -> None:
+    async def _release_handles(
+        self, hook: SageMakerCallbackQueueHook, client: Any, handles: Sequence[str]
+    ) -> None:
         if not handles:
             return
         try:

@@ -25,9 +25,10 @@ def trigger_event(event: Mapping[str, Any] | None, trigger: str) -> Mapping[str,
 
 
 def execution_event_result(event: Mapping[str, Any] | None) -> ExecutionResult:
-    """Apply a ``SageMakerPipelineExecutionTrigger`` event: the result on ``success``; :class:`AirflowTaskTimeout`
-    on ``timeout`` (the deadline passed); :class:`AirflowException` with the failure message otherwise."""
-    event = trigger_event(event, "PipelineExecutionTrigger")
+    """Apply a ``SageMakerPipelineExecutionTrigger`` event: the result on ``success``;
+    :class:`AirflowTaskTimeout` on ``timeout`` (the deadline passed); :class:`AirflowException` with the
+    failure message otherwise."""
+    event = trigger_event(event, "SageMakerPipelineExecutionTrigger")
     arn = event.get("pipeline_execution_arn")
     status = event.get("status")
     if status == "success":
