@@ -1,84 +1,9 @@
-"""The SageMaker Pipelines engine of the local endpoint: definition interpreter and execution state machine.
+"""The SageMaker Pipelines API handlers of the local endpoint: one method per action.
 
-It knows nothing of HTTP: :meth:`PipelineEngine.dispatch` takes an action name and a botocore-shaped
-request dict (PascalCase keys, timestamps as tz-aware UTC datetimes) and returns a botocore-shaped
-response dict, or raises an :class:`EngineError` subclass whose ``code`` is the AWS error code. Side
-effects on other AWS services (SQS callback messages, model packages, EventBridge events, reading S3)
-go through the :class:`SideEffects` the server provides.
-
-Execution model. Steps run in dependency order (``DependsOn`` + ``Get`` references + condition
-branches) on ONE scheduler thread over a time heap (``engine_scheduler.Scheduler``): a step is a few
-heap entries, not a thread, so thousands of concurrent executions cost memory, not threads. Each step
-goes Starting -> Executing -> Succeeded | Failed | Stopped; a simulated step lasts its behaviour's
-``duration`` (else the default step duration, 1 s) times the time scale. Callback steps wait for
-SendPipelineExecutionStep{Success,Failure}. API calls and the scheduler share one lock; side effects
-are queued while it is held and delivered, in order, after it is released (a call's own side effects
-are delivered before it returns).
-
-Modelling choices for behaviour AWS does not document (each is a contract of this engine):
-
-* Duplicate CreatePipeline -> ``ValidationException`` "Pipeline names must be unique within an AWS
-  account and region. Pipeline with name (X) already exists." -- the message the SageMaker Python SDK's
-  ``Pipeline.upsert`` and the AWS SDK examples match on (botocore lists only Conflict/ResourceNotFound/
-  ResourceLimitExceeded for CreatePipeline). A repeat with the same ClientRequestToken returns the ARN.
-  Pipeline names are unique case-insensitively per region (their ARN is lower-cased); at most 500
-  pipelines per region (ResourceLimitExceeded).
-* StartPipelineExecution idempotency: per pipeline, for the engine's lifetime. Same ClientRequestToken
-  + same request (parameters as given, display name, description, parallelism, selective config,
-  version) -> the same ARN and no new execution, whatever that execution's status; same token +
-  different request -> ``ConflictException``. The default display name is ``execution-<epoch ms>``.
-* A failing step stops new steps from starting; steps already running run to their end; then the
-  execution is Failed with FailureReason ``Step <name> failed: <reason>`` (a Fail step: its ErrorMessage).
-* A step that depends on a step that will not run (branch not taken, or itself skipped) does not run
-  either (it is not listed). Condition and Fail steps take the step duration like any other step.
-* StopPipelineExecution on an execution that is not Executing -> ``ValidationException`` "Only pipelines
-  with 'Executing' status can be stopped..." (the message the Amazon provider's hook matches on), except
-  a repeat with a ClientRequestToken already used to stop it, which returns the ARN. On stop, running
-  steps go Stopping -> Stopped, Lambda steps run to their end, a waiting callback goes Stopping and gets a
-  second SQS message (same token, pipelineExecutionArn, arguments, plus ``"status": "Stopping"``); it ends
-  Succeeded or Failed by its answer. The execution is Stopped once nothing runs.
-* Callback answers: unknown token -> ResourceNotFound; a token already answered (or of an attempt that is
-  no longer waiting) -> ConflictException, except a repeat of the accepted answer (same kind, same
-  ClientRequestToken) which returns the ARN again. Output values are checked against the declared
-  OutputType (ValidationException, the token stays unanswered); undeclared outputs are kept as strings.
-  The callback message body is ``{"token", "pipelineExecutionArn", "arguments"}`` with argument values
-  as strings (containers as JSON). If the message cannot be sent the step fails with that reason.
-* RetryPipelineExecution: only a Failed execution (else ConflictException); idempotent per
-  ClientRequestToken. Failed/Stopped steps and the steps that had not run are run again; succeeded steps
-  are kept. A re-run step keeps one ListPipelineExecutionSteps entry (previous attempt shown until the
-  re-run starts) with AttemptCount + 1 and a new job name/ARN.
-* ParallelismConfiguration.MaxParallelExecutionSteps bounds the running steps of one execution
-  (waiting callbacks count); execution level (Start, Retry, UpdatePipelineExecution) overrides the
-  pipeline's level captured at start.
-* SelectiveExecutionConfig: only the selected steps run and are listed; references to (and
-  dependencies on) unselected steps resolve from the source execution (its source, recursively),
-  which must exist (ResourceNotFound), belong to the pipeline and be Succeeded or Failed, and in which
-  every such step must have Succeeded (ValidationException). A selected step inside a branch of an
-  unselected Condition runs.
-* RetryPolicies and CacheConfig are accepted and not simulated (no CacheHitResult); executions never
-  time out (AWS: 28 days).
-* List calls default to MaxResults 100 (AWS documents no default); NextToken is an opaque cursor.
-  ListPipelineExecutions default order CreationTime Descending; ListPipelineExecutionSteps newest
-  start first; CreatedAfter/CreatedBefore are exclusive.
-* DeletePipeline forgets the pipeline and its executions at once (running ones stop silently, no
-  events; their callback tokens become unknown).
-* EventBridge: execution and step events on every status change (``engine_events``).
-* A step goes Starting -> Executing on the next scheduler tick. A step whose inputs cannot be resolved
-  (a ``Get`` to a missing property, ``Std:JsonGet`` on a missing property file or path, a failed
-  CreateModelPackage) goes Starting -> Failed with that reason.
-* RegisterModel calls CreateModelPackage when the step starts (Metadata shows the ARN while it runs),
-  except for an attempt a behaviour makes fail. Model steps create nothing (no SideEffects call).
-* Lambda outputs come from the behaviour's ``properties["OutputParameters"]``, typed by the declared
-  OutputType (a value that does not fit fails the step). Callback steps ignore a behaviour's
-  ``duration`` and ``fail``: they end by their answer.
-* UpdatePipelineExecution works whatever the execution's status; StartPipelineExecution's
-  PipelineVersionId runs that version of the definition (each UpdatePipeline with a definition adds one).
-* ``stats()`` is keyed by pipeline name and counts Executing + Stopping executions as active; the
-  concurrency cap counts the same.
-
-Module layout: ``engine_errors`` (error codes), ``engine_requests`` (request fields, pagination),
-``engine_state`` (records), ``engine_scheduler`` (the time heap), ``engine_steps`` (what each step
-type produces), ``engine_events`` (EventBridge details), ``expressions`` (evaluating values).
+:meth:`PipelineEngine.dispatch` takes an action name and a botocore-shaped request (PascalCase keys,
+tz-aware UTC datetimes) and returns a botocore-shaped response, or raises an :class:`~.errors.EngineError`
+whose ``code`` is the AWS error code. It knows nothing of HTTP; running executions is
+:class:`~.machine.ExecutionMachine`'s job. See docs/local-endpoint.md for the modelling choices.
 """
 
 from __future__ import annotations
@@ -86,122 +11,37 @@ from __future__ import annotations
 import bisect
 import copy
 import json
-import logging
-import random
 import re
-import string
-import threading
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sagemaker_pipelines_provider.definition import (
     DefinitionError,
     ParameterError,
     PipelineDefinition,
-    coerce_value,
     format_value,
     parse_definition,
     resolve_parameters,
-    thaw,
-)
-from sagemaker_pipelines_provider.local import engine_requests as requests
-from sagemaker_pipelines_provider.local.engine_errors import (
-    ConflictError,
-    EngineError,
-    EngineValidationError,
-    ResourceLimitExceeded,
-    ResourceNotFound,
-)
-from sagemaker_pipelines_provider.local.engine_events import (
-    EXECUTION_EVENT,
-    STEP_EVENT,
-    execution_event,
-    step_event,
-)
-from sagemaker_pipelines_provider.local.engine_scheduler import Scheduler
-from sagemaker_pipelines_provider.local.engine_state import (
-    ACTIVE_EXECUTION,
-    Behaviour,
-    Execution,
-    Pipeline,
-    StepRun,
-    iso,
-    utcnow,
-)
-from sagemaker_pipelines_provider.local.engine_steps import (
-    job_name,
-    job_outputs,
-    merge_properties,
-    model_package_request,
-)
-from sagemaker_pipelines_provider.local.expressions import (
-    ExpressionError,
-    Scope,
-    evaluate,
-    evaluate_conditions,
 )
 
-__all__ = [
-    "ConflictError",
-    "EngineError",
-    "EngineValidationError",
-    "PipelineEngine",
-    "ResourceLimitExceeded",
-    "ResourceNotFound",
-    "SideEffects",
-]
+from . import requests
+from .errors import ConflictError, EngineValidationError, ResourceLimitExceeded, ResourceNotFound
+from .expressions import ExpressionError, evaluate
+from .machine import ID_ALPHABET, CallbackTicket, ExecutionMachine, SideEffects
+from .state import Behaviour, Execution, Pipeline, StepRun, reference_run, utcnow
+from .steps import merge_properties, typed_outputs
 
-log = logging.getLogger(__name__)
+__all__ = ["PipelineEngine"]
 
 MAX_PIPELINES_PER_REGION = 500
 MAX_OUTPUT_PARAMETERS = 50
 
 _PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$")
 _PIPELINE_ARN = re.compile(r"^arn:aws[a-z\-]*:sagemaker:([a-z0-9\-]*):([0-9]{12}|aws):pipeline/(.+)$")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-_TOKEN_ALPHABET = string.ascii_letters + string.digits
-
-
-# --------------------------------------------------------------------------------------------------
-# the side-effect boundary
-
-
-class SideEffects(Protocol):
-    """What the engine needs from the other AWS services (implemented by the server with moto).
-
-    ``send_sqs_message`` and ``put_event`` are called without the engine lock, in the order the engine
-    produced them (an exception is logged; for a first callback message it fails the step).
-    ``create_model_package`` and ``read_s3_object`` are called WITH the engine lock held (their results
-    are needed at once), so an implementation must not call back into the engine.
-    """
-
-    def send_sqs_message(self, queue_url: str, body: str) -> None: ...
-
-    def create_model_package(self, request: dict[str, Any], region: str) -> str: ...
-
-    def put_event(
-        self, detail_type: str, detail: dict[str, Any], resources: list[str], region: str
-    ) -> None: ...
-
-    def read_s3_object(self, s3_uri: str) -> bytes | None: ...
-
-
-@dataclass(eq=False)
-class _CallbackTicket:
-    execution: Execution
-    step: StepRun
-    answer: tuple[str, str | None] | None = None
-
-
-# --------------------------------------------------------------------------------------------------
-# the engine
 
 
 class PipelineEngine:
-    """SageMaker Pipelines, simulated in memory. Thread-safe. See the module docstring for semantics."""
+    """SageMaker Pipelines, simulated in memory. Thread-safe."""
 
     ACTIONS: frozenset[str] = frozenset(
         {
@@ -227,15 +67,7 @@ class PipelineEngine:
     def __init__(self, side_effects: SideEffects, account_id: str = "123456789012") -> None:
         self.side_effects = side_effects
         self.account_id = account_id
-        self._lock = threading.RLock()
-        self._flush_lock = threading.Lock()
-        self._outbox: deque[tuple[Any, ...]] = deque()
-        self._scheduler = Scheduler(self._lock, self._flush)
-        # ids and callback tokens need uniqueness, not secrecy: a seeded PRNG (SystemRandom is a syscall
-        # per character, which dominated the cost of StartPipelineExecution)
-        self._random = random.Random()
-        self._time_scale = 1.0
-        self._default_duration = 1.0
+        self._machine = ExecutionMachine(side_effects, account_id)
         self._handlers: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
             action: getattr(self, "_" + re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower())
             for action in self.ACTIONS
@@ -245,14 +77,8 @@ class PipelineEngine:
     def _clear_state(self) -> None:
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._executions: dict[str, Execution] = {}
-        self._tickets: dict[str, _CallbackTicket] = {}
         self._deleted_tokens: dict[str, str] = {}
-        self._behaviours: dict[tuple[str, str], Behaviour] = {}
         self._caps: dict[str, int] = {}
-        self._peak: dict[str, int] = {}
-        self._total: dict[str, int] = {}
-        self._active: dict[str, int] = {}
-        self._sequence = 0
 
     # -- public API ----------------------------------------------------------------------------------
 
@@ -266,24 +92,18 @@ class PipelineEngine:
                 f"served: {', '.join(sorted(self.ACTIONS))}"
             )
         try:
-            with self._lock:
+            with self._machine.lock:
                 return handler(request or {}, region)
         finally:
-            self._flush()
+            self._machine.flush()
 
     def set_time_scale(self, scale: float) -> None:
         """Multiply every step duration by ``scale`` (>= 0) from now on; steps already timed keep theirs."""
-        if scale < 0:
-            raise ValueError(f"time scale must be >= 0, got {scale}")
-        with self._lock:
-            self._time_scale = float(scale)
+        self._machine.set_time_scale(scale)
 
     def set_default_step_duration(self, seconds: float) -> None:
         """Duration (before scaling) of steps without a behaviour duration; default 1.0."""
-        if seconds < 0:
-            raise ValueError(f"step duration must be >= 0, got {seconds}")
-        with self._lock:
-            self._default_duration = float(seconds)
+        self._machine.set_default_step_duration(seconds)
 
     def set_step_behaviour(
         self,
@@ -304,16 +124,18 @@ class PipelineEngine:
         (for Lambda steps ``{"OutputParameters": {name: value}}`` gives the outputs). Applies to steps that
         start (and, for ``fail``, end) after the call.
         """
-        behaviour = Behaviour(
-            duration, fail, fail_attempts, copy.deepcopy(property_files), copy.deepcopy(properties)
+        self._machine.set_step_behaviour(
+            self._pipeline_key(pipeline),
+            step,
+            Behaviour(
+                duration, fail, fail_attempts, copy.deepcopy(property_files), copy.deepcopy(properties)
+            ),
         )
-        with self._lock:
-            self._behaviours[(self._pipeline_key(pipeline), step)] = behaviour
 
     def set_concurrency_cap(self, pipeline: str, cap: int | None) -> None:
         """At most ``cap`` Executing/Stopping executions of ``pipeline``: StartPipelineExecution and
         RetryPipelineExecution beyond it raise ResourceLimitExceeded. None removes the cap."""
-        with self._lock:
+        with self._machine.lock:
             if cap is None:
                 self._caps.pop(self._pipeline_key(pipeline), None)
             else:
@@ -322,29 +144,22 @@ class PipelineEngine:
     def stats(self) -> dict[str, Any]:
         """``peak_concurrency``: most Executing/Stopping executions seen at once; ``executions``: started;
         ``active``: Executing/Stopping now -- each keyed by pipeline name."""
-        with self._lock:
-            return {
-                "peak_concurrency": dict(self._peak),
-                "executions": dict(self._total),
-                "active": dict(self._active),
-            }
+        return self._machine.stats()
 
     def reset(self) -> None:
         """Forget pipelines, executions, callback tokens, behaviours, caps and stats; pending timers are
         dropped. The time scale and default step duration are controls, not state: they are kept."""
-        with self._lock:
-            self._scheduler.clear()
+        with self._machine.lock:
             for execution in self._executions.values():
                 execution.alive = False
-            self._outbox.clear()
+            self._machine.clear()
             self._clear_state()
 
     def shutdown(self) -> None:
         """Stop the scheduler thread (idempotent). A later call that needs it starts it again."""
-        self._scheduler.shutdown()
-        self._flush()
+        self._machine.shutdown()
 
-    # -- lookups -------------------------------------------------------------------------------------
+    # -- lookups --------------------------------------------------------------------------------
 
     @staticmethod
     def _pipeline_key(name_or_arn: str) -> str:
@@ -380,10 +195,7 @@ class PipelineEngine:
             raise ResourceNotFound(f"Pipeline execution '{arn}' does not exist.")
         return execution
 
-    def _behaviour(self, execution: Execution, step: str) -> Behaviour | None:
-        return self._behaviours.get((execution.pipeline.key, step))
-
-    # -- pipelines -----------------------------------------------------------------------------------
+    # -- pipelines ------------------------------------------------------------------------------
 
     def _definition_source(self, request: Mapping[str, Any], required: bool) -> str | None:
         text = request.get("PipelineDefinition")
@@ -506,11 +318,9 @@ class PipelineEngine:
                 return {"PipelineArn": arn}
         pipeline = self._pipeline(request, region)
         del self._pipelines[(region, pipeline.key)]
+        self._machine.forget(pipeline)
         for execution in pipeline.executions:
-            execution.alive = False
             self._executions.pop(execution.arn, None)
-        if pipeline.active:
-            self._active[pipeline.name] = self._active.get(pipeline.name, 0) - pipeline.active
         if token:
             self._deleted_tokens[token] = pipeline.arn
         return {"PipelineArn": pipeline.arn}
@@ -558,10 +368,7 @@ class PipelineEngine:
             response["NextToken"] = next_token
         return response
 
-    # -- starting executions -------------------------------------------------------------------------
-
-    def _new_id(self, length: int, alphabet: str) -> str:
-        return "".join(self._random.choices(alphabet, k=length))
+    # -- starting executions --------------------------------------------------------------------
 
     def _start_pipeline_execution(self, request: dict[str, Any], region: str) -> dict[str, Any]:
         pipeline = self._pipeline(request, region)
@@ -612,14 +419,13 @@ class PipelineEngine:
             for p in definition.parameters
         ]
         now = utcnow()
-        execution_id = self._new_id(12, _ID_ALPHABET)
+        execution_id = self._machine.new_id(12, ID_ALPHABET)
         while f"{pipeline.arn}/execution/{execution_id}" in self._executions:
-            execution_id = self._new_id(12, _ID_ALPHABET)
-        self._sequence += 1
+            execution_id = self._machine.new_id(12, ID_ALPHABET)
         execution = Execution(
             arn=f"{pipeline.arn}/execution/{execution_id}",
             id=execution_id,
-            seq=self._sequence,
+            seq=self._machine.next_seq(),
             pipeline=pipeline,
             definition=definition,
             definition_json=definition_json,
@@ -648,10 +454,7 @@ class PipelineEngine:
         if token:
             pipeline.start_tokens[token] = execution
         pipeline.last_run_time = now
-        self._total[pipeline.name] = self._total.get(pipeline.name, 0) + 1
-        self._activate(execution)
-        self._emit_execution(execution, None)
-        self._advance(execution)
+        self._machine.start(execution)
         return {"PipelineExecutionArn": execution.arn}
 
     def _selective(
@@ -695,7 +498,7 @@ class PipelineEngine:
                         f"Selected step {name!r} depends on unselected step {upstream!r}: "
                         "SelectiveExecutionConfig.SourcePipelineExecutionArn is required"
                     )
-                found = self._reference_run(source, upstream)
+                found = reference_run(source, upstream)
                 if found is None or found[1].status != "Succeeded":
                     raise EngineValidationError(
                         f"Selected step {name!r} depends on unselected step {upstream!r}, which did not "
@@ -703,349 +506,7 @@ class PipelineEngine:
                     )
         return selected, source
 
-    def _activate(self, execution: Execution) -> None:
-        pipeline = execution.pipeline
-        pipeline.active += 1
-        active = self._active.get(pipeline.name, 0) + 1
-        self._active[pipeline.name] = active
-        self._peak[pipeline.name] = max(self._peak.get(pipeline.name, 0), active)
-
-    # -- scheduling ----------------------------------------------------------------------------------
-
-    def _readiness(self, execution: Execution, run: StepRun) -> str:
-        spec = run.spec
-        for upstream in spec.upstream:
-            if execution.selected is not None and upstream not in execution.selected:
-                continue
-            other = execution.steps[upstream]
-            if other.phase == "skipped":
-                return "skip"
-            if other.phase != "done" or other.status != "Succeeded":
-                return "wait"
-        branch = spec.branch
-        gated = branch is not None and (execution.selected is None or branch.condition in execution.selected)
-        if gated and branch is not None and execution.steps[branch.condition].outcome != branch.outcome:
-            return "skip"
-        return "ready"
-
-    def _advance(self, execution: Execution) -> None:
-        """Start what may start; finish the execution when nothing runs and nothing more can start."""
-        if not execution.alive or execution.status not in ACTIVE_EXECUTION:
-            return
-        if execution.status == "Executing" and execution.first_failure is None:
-            limit = execution.parallelism
-            changed = True
-            while changed:
-                changed = False
-                for name in execution.definition.order:
-                    run = execution.steps[name]
-                    if run.phase != "waiting":
-                        continue
-                    verdict = self._readiness(execution, run)
-                    if verdict == "skip":
-                        run.phase = "skipped"
-                        changed = True
-                    elif verdict == "ready" and (limit is None or execution.running < limit):
-                        self._start_step(execution, run)
-        if execution.running == 0:
-            self._finish_execution(execution)
-
-    def _duration(self, execution: Execution, run: StepRun) -> float:
-        behaviour = self._behaviour(execution, run.name)
-        seconds = (
-            behaviour.duration if behaviour and behaviour.duration is not None else self._default_duration
-        )
-        return seconds * self._time_scale
-
-    def _set_step_status(self, execution: Execution, run: StepRun, status: str) -> None:
-        previous = run.status
-        run.status = status
-        self._emit_step(execution, run, previous)
-
-    def _start_step(self, execution: Execution, run: StepRun) -> None:
-        previous = run.status
-        self._sequence += 1
-        run.start_seq = self._sequence
-        run.attempt_count += 1
-        run.run_id += 1
-        run.phase = "active"
-        run.status = "Starting"
-        run.start_time = utcnow()
-        run.end_time = None
-        run.failure_reason = None
-        run.error = None
-        run.metadata = {}
-        run.properties = None
-        run.arguments = None
-        run.outcome = None
-        run.fail_message = None
-        run.callback_token = None
-        run.property_file_cache = {}
-        execution.running += 1
-        try:
-            self._prepare(execution, run)
-        except (ExpressionError, ValueError) as err:
-            run.error = str(err)
-        except Exception as err:  # a side effect (CreateModelPackage) failed
-            run.error = f"{type(err).__name__}: {err}"
-        self._emit_step(execution, run, previous)
-        self._scheduler.call_later(0, partial(self._on_executing, execution, run, run.run_id))
-
-    def _scope(self, execution: Execution) -> Scope:
-        pipeline = execution.pipeline
-        variables = {
-            "PipelineExecutionId": execution.id,
-            "PipelineExecutionArn": execution.arn,
-            "PipelineExecutionDisplayName": execution.display_name,
-            "PipelineName": pipeline.name,
-            "PipelineArn": pipeline.arn,
-            "StartDateTime": iso(execution.creation_time),
-        }
-
-        def step_properties(name: str) -> Mapping[str, Any] | None:
-            found = self._reference_run(execution, name)
-            if found is None or found[1].status != "Succeeded":
-                return None
-            return found[1].properties
-
-        return Scope(
-            parameters=execution.values,
-            execution=variables,
-            step_properties=step_properties,
-            property_file=partial(self._property_file, execution),
-            read_json=self._read_json,
-            now=lambda: iso(utcnow()) or "",
-        )
-
-    def _reference_run(self, execution: Execution, name: str) -> tuple[Execution, StepRun] | None:
-        """The run whose results ``name`` means in ``execution`` (the source's for unselected steps)."""
-        while execution.selected is not None and name not in execution.selected:
-            if execution.source is None:
-                return None
-            execution = execution.source
-        run = execution.steps.get(name)
-        return None if run is None else (execution, run)
-
-    def _read_json(self, uri: str) -> Any:
-        data = self.side_effects.read_s3_object(uri)
-        if data is None:
-            raise ExpressionError(f"no JSON document at {uri}")
-        try:
-            return json.loads(data)
-        except ValueError as err:
-            raise ExpressionError(f"the document at {uri} is not valid JSON: {err}") from None
-
-    def _property_file(self, execution: Execution, step: str, file_name: str) -> Any:
-        found = self._reference_run(execution, step)
-        if found is None or found[1].status != "Succeeded" or found[1].properties is None:
-            raise ExpressionError(
-                f"property file {file_name!r} of step {step!r} is not available: that step has not succeeded"
-            )
-        owner, run = found
-        if file_name in run.property_file_cache:
-            return run.property_file_cache[file_name]
-        spec = run.spec.property_file(file_name)
-        if spec is None:
-            raise ExpressionError(f"step {step!r} declares no property file {file_name!r}")
-        behaviour = self._behaviour(owner, step)
-        if behaviour and behaviour.property_files and file_name in behaviour.property_files:
-            document = copy.deepcopy(behaviour.property_files[file_name])
-        else:
-            outputs = ((run.properties or {}).get("ProcessingOutputConfig") or {}).get("Outputs") or []
-            output = next(
-                (o for o in outputs if isinstance(o, Mapping) and o.get("OutputName") == spec.output_name),
-                None,
-            )
-            uri = (output or {}).get("S3Output", {}).get("S3Uri") if output else None
-            if not uri:
-                raise ExpressionError(
-                    f"property file {file_name!r} of step {step!r}: the step has no output "
-                    f"{spec.output_name!r} with an S3Uri"
-                )
-            location = f"{str(uri).rstrip('/')}/{spec.file_path.lstrip('/')}"
-            data = self.side_effects.read_s3_object(location)
-            if data is None:
-                raise ExpressionError(
-                    f"property file {file_name!r} of step {step!r} was not found at {location}"
-                )
-            try:
-                document = json.loads(data)
-            except ValueError as err:
-                raise ExpressionError(
-                    f"property file {file_name!r} of step {step!r} at {location} is not valid JSON: {err}"
-                ) from None
-        run.property_file_cache[file_name] = document
-        return document
-
-    def _prepare(self, execution: Execution, run: StepRun) -> None:
-        """Resolve a starting step's inputs and what it shows while it runs. Raising fails the step."""
-        spec = run.spec
-        scope = self._scope(execution)
-        behaviour = self._behaviour(execution, spec.name)
-        if spec.type == "Condition":
-            run.outcome = evaluate_conditions(spec.conditions, scope)
-            return
-        if spec.type == "Fail":
-            message = format_value(evaluate(spec.arguments.get("ErrorMessage", ""), scope))
-            run.fail_message = message
-            run.metadata = {"Fail": {"ErrorMessage": message}}
-            return
-        arguments = evaluate(spec.arguments, scope)
-        if not isinstance(arguments, dict):
-            arguments = {"Arguments": arguments}
-        run.arguments = arguments
-        suffix = self._new_id(10, _ID_ALPHABET)
-        name = job_name(execution.id, spec.name, suffix)
-        region = execution.region
-        if spec.type == "Callback":
-            token = self._new_id(10, _TOKEN_ALPHABET)
-            while token in self._tickets:
-                token = self._new_id(10, _TOKEN_ALPHABET)
-            run.callback_token = token
-            run.properties = {"OutputParameters": {}}
-            run.metadata = {"Callback": {"CallbackToken": token, "SqsQueueUrl": spec.sqs_queue_url}}
-            self._tickets[token] = _CallbackTicket(execution, run)
-            self._send_callback_message(execution, run, stopping=False)
-            return
-        if spec.type == "Lambda":
-            run.properties = {"OutputParameters": {}}
-            function_arn = evaluate(spec.raw.get("FunctionArn", ""), scope)
-            run.metadata = {"Lambda": {"Arn": format_value(function_arn)}}
-        elif spec.type == "RegisterModel":
-            request = model_package_request(arguments)
-            if behaviour is not None and behaviour.fails(run.attempt_count):
-                package_arn = f"arn:aws:sagemaker:{region}:{self.account_id}:model-package/{name.lower()}"
-            else:
-                package_arn = self.side_effects.create_model_package(request, region)
-            run.properties = {**arguments, "ModelPackageArn": package_arn}
-            run.metadata = {"RegisterModel": {"Arn": package_arn}}
-        else:
-            run.properties, run.metadata = job_outputs(
-                spec.type, spec.name, arguments, thaw(spec.raw), name, region, self.account_id
-            )
-        if behaviour is not None and behaviour.properties and spec.type != "Lambda":
-            run.properties = merge_properties(run.properties or {}, behaviour.properties)
-
-    def _send_callback_message(self, execution: Execution, run: StepRun, *, stopping: bool) -> None:
-        body: dict[str, Any] = {
-            "token": run.callback_token,
-            "pipelineExecutionArn": execution.arn,
-            "arguments": {k: format_value(v) for k, v in (run.arguments or {}).items()},
-        }
-        if stopping:
-            body["status"] = "Stopping"
-        url = run.spec.sqs_queue_url or ""
-        on_error = None if stopping else partial(self._callback_send_failed, execution, run, run.run_id, url)
-        self._outbox.append(("sqs", url, json.dumps(body), on_error))
-
-    def _callback_send_failed(
-        self, execution: Execution, run: StepRun, run_id: int, url: str, error: Exception
-    ) -> None:
-        if not execution.alive or run.run_id != run_id or run.phase != "active":
-            return
-        ticket = self._tickets.get(run.callback_token or "")
-        if ticket is not None and ticket.answer is None:
-            ticket.answer = ("undeliverable", None)
-        self._end_step(execution, run, "Failed", f"Could not send the callback message to {url}: {error}")
-
-    def _on_executing(self, execution: Execution, run: StepRun, run_id: int) -> None:
-        if not execution.alive or run.run_id != run_id or run.status != "Starting":
-            return
-        if run.error is not None:
-            self._end_step(execution, run, "Failed", run.error)
-            return
-        self._set_step_status(execution, run, "Executing")
-        if run.spec.type != "Callback":
-            self._scheduler.call_later(
-                self._duration(execution, run), partial(self._on_complete, execution, run, run_id)
-            )
-
-    def _on_complete(self, execution: Execution, run: StepRun, run_id: int) -> None:
-        if not execution.alive or run.run_id != run_id or run.phase != "active":
-            return
-        spec = run.spec
-        behaviour = self._behaviour(execution, spec.name)
-        if behaviour is not None and behaviour.fails(run.attempt_count):
-            self._end_step(execution, run, "Failed", behaviour.fail)
-        elif spec.type == "Fail":
-            self._end_step(execution, run, "Failed", run.fail_message or "")
-        elif spec.type == "Condition":
-            run.metadata = {"Condition": {"Outcome": "True" if run.outcome else "False"}}
-            run.properties = {"Outcome": bool(run.outcome)}
-            self._end_step(execution, run, "Succeeded")
-        elif spec.type == "Lambda":
-            configured = (behaviour.properties or {}) if behaviour else {}
-            try:
-                typed, listed = self._outputs(run, configured.get("OutputParameters") or {})
-            except ValueError as err:
-                self._end_step(execution, run, "Failed", str(err))
-                return
-            run.properties = merge_properties(
-                {**(run.arguments or {}), "OutputParameters": typed},
-                {k: v for k, v in configured.items() if k != "OutputParameters"},
-            )
-            run.metadata["Lambda"]["OutputParameters"] = listed
-            self._end_step(execution, run, "Succeeded")
-        else:
-            self._end_step(execution, run, "Succeeded")
-
-    @staticmethod
-    def _outputs(run: StepRun, values: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
-        """Typed outputs (declared OutputType, default String) and their API list form."""
-        if isinstance(values, list):
-            values = {str(item.get("Name")): item.get("Value") for item in values}
-        typed: dict[str, Any] = {}
-        listed: list[dict[str, str]] = []
-        for name, value in values.items():
-            declared = run.spec.output_parameter(name)
-            output_type = declared.type if declared else "String"
-            try:
-                typed[name] = coerce_value(output_type, value)
-            except ValueError as err:
-                raise ValueError(
-                    f"output {name!r} of step {run.name!r} is declared {output_type}: {err}"
-                ) from None
-            listed.append({"Name": name, "Value": format_value(value)})
-        return typed, listed
-
-    def _end_step(self, execution: Execution, run: StepRun, status: str, reason: str | None = None) -> None:
-        run.phase = "done"
-        run.run_id += 1
-        run.end_time = utcnow()
-        run.failure_reason = reason if status == "Failed" else None
-        execution.running -= 1
-        if status == "Failed" and execution.first_failure is None:
-            execution.first_failure = run
-        self._set_step_status(execution, run, status)
-        self._advance(execution)
-
-    def _on_stopped(self, execution: Execution, run: StepRun, run_id: int) -> None:
-        if execution.alive and run.run_id == run_id and run.phase == "active":
-            self._end_step(execution, run, "Stopped")
-
-    def _finish_execution(self, execution: Execution) -> None:
-        previous = execution.status
-        if execution.stop_requested:
-            status = "Stopped"
-        elif execution.first_failure is not None:
-            status = "Failed"
-            failed = execution.first_failure
-            if failed.spec.type == "Fail":
-                execution.failure_reason = failed.fail_message or failed.failure_reason or ""
-            else:
-                execution.failure_reason = f"Step {failed.name} failed: {failed.failure_reason}"
-        else:
-            status = "Succeeded"
-        now = utcnow()
-        execution.status = status
-        execution.end_time = now
-        execution.last_modified_time = now
-        pipeline = execution.pipeline
-        pipeline.active -= 1
-        self._active[pipeline.name] = self._active.get(pipeline.name, 1) - 1
-        self._emit_execution(execution, previous)
-
-    # -- stop, retry, callbacks ----------------------------------------------------------------------
+    # -- stop, retry, callbacks -----------------------------------------------------------------
 
     def _stop_pipeline_execution(self, request: dict[str, Any], region: str) -> dict[str, Any]:
         execution = self._execution(request, region)
@@ -1059,22 +520,7 @@ class PipelineEngine:
             )
         if token:
             execution.stop_tokens.add(token)
-        execution.stop_requested = True
-        self._set_execution_status(execution, "Stopping")
-        for run in execution.steps.values():
-            if run.phase != "active":
-                continue
-            if run.spec.type == "Lambda":
-                continue
-            if run.spec.type == "Callback" and run.error is None:
-                self._set_step_status(execution, run, "Stopping")
-                self._send_callback_message(execution, run, stopping=True)
-                continue
-            run.run_id += 1
-            self._set_step_status(execution, run, "Stopping")
-            self._scheduler.call_later(0, partial(self._on_stopped, execution, run, run.run_id))
-        if execution.running == 0:
-            self._advance(execution)
+        self._machine.stop(execution)
         return {"PipelineExecutionArn": execution.arn}
 
     def _retry_pipeline_execution(self, request: dict[str, Any], region: str) -> dict[str, Any]:
@@ -1097,28 +543,17 @@ class PipelineEngine:
             )
         if token:
             execution.retry_tokens.add(token)
-        if parallelism is not None:
-            execution.parallelism = parallelism
-            execution.parallelism_given = True
-        for run in execution.steps.values():
-            if run.phase == "done" and run.status in ("Failed", "Stopped"):
-                run.phase = "waiting"
-        execution.first_failure = None
-        execution.failure_reason = None
-        execution.end_time = None
-        self._activate(execution)
-        self._set_execution_status(execution, "Executing")
-        self._advance(execution)
+        self._machine.retry(execution, parallelism)
         return {"PipelineExecutionArn": execution.arn}
 
-    def _ticket(self, request: Mapping[str, Any], region: str) -> _CallbackTicket:
+    def _ticket(self, request: Mapping[str, Any], region: str) -> CallbackTicket:
         token = request.get("CallbackToken")
-        ticket = self._tickets.get(token) if isinstance(token, str) else None
+        ticket = self._machine.tickets.get(token) if isinstance(token, str) else None
         if ticket is None or not ticket.execution.alive or ticket.execution.region != region:
             raise ResourceNotFound(f"Callback token '{token}' does not exist.")
         return ticket
 
-    def _check_answer(self, ticket: _CallbackTicket, kind: str, request: Mapping[str, Any]) -> bool:
+    def _check_answer(self, ticket: CallbackTicket, kind: str, request: Mapping[str, Any]) -> bool:
         """True for a repeat of the accepted answer; raises ConflictError when it cannot be accepted."""
         client = request.get("ClientRequestToken")
         token = request.get("CallbackToken")
@@ -1154,19 +589,19 @@ class PipelineEngine:
                     f"OutputParameters entries must be {{Name, Value}} strings, got {item!r}"
                 )
         try:
-            typed, listed = self._outputs(run, list(outputs))
+            typed, listed = typed_outputs(run, list(outputs))
         except ValueError as err:
             raise EngineValidationError(str(err)) from None
         ticket.answer = ("success", request.get("ClientRequestToken"))
         base = {**(run.arguments or {}), "OutputParameters": typed}
-        behaviour = self._behaviour(execution, run.name)
+        behaviour = self._machine.behaviour(execution, run.name)
         if behaviour is not None and behaviour.properties:
             base = merge_properties(
                 base, {k: v for k, v in behaviour.properties.items() if k != "OutputParameters"}
             )
         run.properties = base
         run.metadata["Callback"]["OutputParameters"] = listed
-        self._end_step(execution, run, "Succeeded")
+        self._machine.end_step(execution, run, "Succeeded")
         return {"PipelineExecutionArn": execution.arn}
 
     def _send_pipeline_execution_step_failure(self, request: dict[str, Any], region: str) -> dict[str, Any]:
@@ -1179,16 +614,10 @@ class PipelineEngine:
             request.get("FailureReason")
             or "The callback step was answered with SendPipelineExecutionStepFailure"
         )
-        self._end_step(execution, run, "Failed", str(reason))
+        self._machine.end_step(execution, run, "Failed", str(reason))
         return {"PipelineExecutionArn": execution.arn}
 
-    # -- describing executions -----------------------------------------------------------------------
-
-    def _set_execution_status(self, execution: Execution, status: str) -> None:
-        previous = execution.status
-        execution.status = status
-        execution.last_modified_time = utcnow()
-        self._emit_execution(execution, previous)
+    # -- describing executions ------------------------------------------------------------------
 
     def _describe_pipeline_execution(self, request: dict[str, Any], region: str) -> dict[str, Any]:
         execution = self._execution(request, region)
@@ -1212,7 +641,7 @@ class PipelineEngine:
         experiment = execution.definition.experiment_config
         if experiment is not None:
             try:
-                resolved = evaluate(experiment, self._scope(execution))
+                resolved = evaluate(experiment, self._machine.scope(execution))
             except ExpressionError:
                 resolved = None
             if isinstance(resolved, dict):
@@ -1366,37 +795,5 @@ class PipelineEngine:
             execution.parallelism_given = True
         execution.last_modified_time = utcnow()
         if parallelism is not None:
-            self._advance(execution)
+            self._machine.advance(execution)
         return {"PipelineExecutionArn": execution.arn}
-
-    # -- events and side effects ---------------------------------------------------------------------
-
-    def _emit_execution(self, execution: Execution, previous: str | None) -> None:
-        self._outbox.append(
-            ("event", EXECUTION_EVENT, *execution_event(execution, previous), execution.region)
-        )
-
-    def _emit_step(self, execution: Execution, run: StepRun, previous: str | None) -> None:
-        self._outbox.append(("event", STEP_EVENT, *step_event(execution, run, previous), execution.region))
-
-    def _flush(self) -> None:
-        """Deliver queued side effects in order, outside the engine lock (one deliverer at a time)."""
-        with self._flush_lock:
-            while self._outbox:
-                try:
-                    item = self._outbox.popleft()
-                except IndexError:
-                    return
-                kind = item[0]
-                try:
-                    if kind == "event":
-                        _, detail_type, detail, resources, region = item
-                        self.side_effects.put_event(detail_type, detail, resources, region)
-                    else:
-                        _, url, body, _on_error = item
-                        self.side_effects.send_sqs_message(url, body)
-                except Exception as err:
-                    log.warning("pipeline engine side effect %s failed: %s", kind, err)
-                    if kind == "sqs" and item[3] is not None:
-                        with self._lock:
-                            item[3](err)
