@@ -1,6 +1,6 @@
 """Run a DAG once, in this process, from a test: :func:`sync_dag` serializes the DAG into the metadata
 database (as the dag processor would), :func:`run_dag` syncs and runs it with ``dag.test()``. Which run
-each ``logical_date`` creates: docs/local-endpoint.md.
+each ``logical_date`` creates: docs/testing-your-dags.md.
 """
 
 from __future__ import annotations

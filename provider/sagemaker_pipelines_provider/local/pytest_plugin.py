@@ -1,7 +1,7 @@
 """pytest fixtures for tests against the local AWS endpoint (the ``pytest11`` plugin
 ``sagemaker_pipelines_local``, installed with the ``[local]`` extra): ``local_aws_endpoint``,
 ``local_aws``, ``airflow_db`` and ``dag_runner``. What each fixture does and the scratch
-``AIRFLOW_HOME``: docs/local-endpoint.md.
+``AIRFLOW_HOME``: docs/testing-your-dags.md.
 
 This module imports neither Airflow (it is loaded before a test suite's conftest configures it) nor
 boto3 or moto at import time: they are imported when a fixture is first used.

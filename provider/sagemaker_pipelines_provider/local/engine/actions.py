@@ -282,6 +282,22 @@ class PipelineEngine:
         pipeline.last_modified_time = utcnow()
         return {"PipelineArn": pipeline.arn, "PipelineVersionId": pipeline.version_id}
 
+    @staticmethod
+    def _pipeline_fields(pipeline: Pipeline) -> dict[str, Any]:
+        """The members DescribePipeline and a ListPipelines summary share."""
+        fields: dict[str, Any] = {
+            "PipelineArn": pipeline.arn,
+            "PipelineName": pipeline.name,
+            "PipelineDisplayName": pipeline.display_name,
+            "CreationTime": pipeline.creation_time,
+            "LastModifiedTime": pipeline.last_modified_time,
+        }
+        if pipeline.description is not None:
+            fields["PipelineDescription"] = pipeline.description
+        if pipeline.role_arn:
+            fields["RoleArn"] = pipeline.role_arn
+        return fields
+
     def _describe_pipeline(self, request: dict[str, Any], region: str) -> dict[str, Any]:
         pipeline = self._pipeline(request, region)
         text = pipeline.definition_json
@@ -290,19 +306,8 @@ class PipelineEngine:
             if not isinstance(version, int) or not 1 <= version <= pipeline.version_id:
                 raise ResourceNotFound(f"Pipeline '{pipeline.arn}' has no version {version!r}.")
             text = pipeline.versions[version - 1][0]
-        response: dict[str, Any] = {
-            "PipelineArn": pipeline.arn,
-            "PipelineName": pipeline.name,
-            "PipelineDisplayName": pipeline.display_name,
-            "PipelineDefinition": text,
-            "PipelineStatus": "Active",
-            "CreationTime": pipeline.creation_time,
-            "LastModifiedTime": pipeline.last_modified_time,
-        }
-        if pipeline.description is not None:
-            response["PipelineDescription"] = pipeline.description
-        if pipeline.role_arn:
-            response["RoleArn"] = pipeline.role_arn
+        response = self._pipeline_fields(pipeline)
+        response.update(PipelineDefinition=text, PipelineStatus="Active")
         if pipeline.last_run_time is not None:
             response["LastRunTime"] = pipeline.last_run_time
         if pipeline.parallelism is not None:
@@ -349,17 +354,7 @@ class PipelineEngine:
         )
         summaries = []
         for p in page:
-            summary: dict[str, Any] = {
-                "PipelineArn": p.arn,
-                "PipelineName": p.name,
-                "PipelineDisplayName": p.display_name,
-                "CreationTime": p.creation_time,
-                "LastModifiedTime": p.last_modified_time,
-            }
-            if p.description is not None:
-                summary["PipelineDescription"] = p.description
-            if p.role_arn:
-                summary["RoleArn"] = p.role_arn
+            summary = self._pipeline_fields(p)
             if p.last_run_time is not None:
                 summary["LastExecutionTime"] = p.last_run_time
             summaries.append(summary)
@@ -407,12 +402,7 @@ class PipelineEngine:
                 f"Invalid PipelineParameters for pipeline {pipeline.name!r}: {err}"
             ) from None
         selected, source = self._selective(pipeline, definition, selective, region)
-        cap = self._caps.get(pipeline.key)
-        if cap is not None and pipeline.active >= cap:
-            raise ResourceLimitExceeded(
-                f"Pipeline {pipeline.name!r} already has {pipeline.active} running executions (the local "
-                f"concurrency cap is {cap}); wait for one to finish."
-            )
+        self._check_cap(pipeline, "; wait for one to finish.")
         given_values = {str(p.get("Name")): format_value(p.get("Value")) for p in given}
         parameters = [
             {"Name": p.name, "Value": given_values.get(p.name, format_value(p.default))}
@@ -456,6 +446,15 @@ class PipelineEngine:
         pipeline.last_run_time = now
         self._machine.start(execution)
         return {"PipelineExecutionArn": execution.arn}
+
+    def _check_cap(self, pipeline: Pipeline, ending: str) -> None:
+        """ResourceLimitExceeded when the pipeline's concurrency cap (a control) is reached."""
+        cap = self._caps.get(pipeline.key)
+        if cap is not None and pipeline.active >= cap:
+            raise ResourceLimitExceeded(
+                f"Pipeline {pipeline.name!r} already has {pipeline.active} running executions (the local "
+                f"concurrency cap is {cap}){ending}"
+            )
 
     def _selective(
         self, pipeline: Pipeline, definition: PipelineDefinition, config: Any, region: str
@@ -534,13 +533,7 @@ class PipelineEngine:
                 "be retried."
             )
         parallelism = requests.parallelism(request.get("ParallelismConfiguration"))
-        pipeline = execution.pipeline
-        cap = self._caps.get(pipeline.key)
-        if cap is not None and pipeline.active >= cap:
-            raise ResourceLimitExceeded(
-                f"Pipeline {pipeline.name!r} already has {pipeline.active} running executions (the local "
-                f"concurrency cap is {cap})."
-            )
+        self._check_cap(execution.pipeline, ".")
         if token:
             execution.retry_tokens.add(token)
         self._machine.retry(execution, parallelism)
