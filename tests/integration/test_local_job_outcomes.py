@@ -1,7 +1,7 @@
 """Glue job runs and ECS tasks that fail on the local endpoint: ``LocalControls.set_job_outcome``.
 
 moto's Glue runs always succeed and its ECS tasks always exit 0 (with containers stuck ``PENDING``);
-the endpoint rewrites moto's answers (:mod:`sagemaker_pipelines_provider.local.job_outcomes`). Plain
+the endpoint rewrites moto's answers (:mod:`sagemaker_pipelines_provider.local.server.job_outcomes`). Plain
 boto3 over HTTP, then the Amazon provider's own ``GlueJobOperator`` and ``EcsRunTaskOperator`` in an
 in-process DAG run.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sagemaker_pipelines_provider.local.controls import LocalControlError
-from sagemaker_pipelines_provider.local.job_outcomes import DEFAULT_JOB_FAILURE, USER_STOP_EXIT_CODE
+from sagemaker_pipelines_provider.local.server.job_outcomes import DEFAULT_JOB_FAILURE, USER_STOP_EXIT_CODE
 
 pytestmark = pytest.mark.integration
 

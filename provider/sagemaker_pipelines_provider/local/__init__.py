@@ -1,23 +1,17 @@
 """The local AWS endpoint (the ``[local]`` extra): SageMaker Pipelines by a local engine, the rest by moto.
 
-Public names, importable from here (each is loaded on first use, so importing this package stays light —
-moto and boto3 are imported only when an endpoint is created):
-
-- :class:`LocalEndpoint` — the endpoint (:mod:`.server`): ``LocalEndpoint().start()``, ``.url``,
-  ``.environ()``, ``.controls``, ``.stop()``; a context manager;
-- :class:`LocalControls` — client of its ``/_local/`` control API (:mod:`.controls`);
-- :func:`load_definition` — a demo pipeline's JSON (the demo resources: ``seed.seed()``, :mod:`.seed`);
-- :func:`endpoint_environ` — the environment variables that point boto3 and Airflow at an endpoint;
-- :class:`LocalAws` — what the ``local_aws`` pytest fixture returns (:mod:`.pytest_plugin`);
-- :func:`run_dag`, :func:`sync_dag`, :func:`task_states` — run a DAG in a test (:mod:`.dag_runs`).
-
-The ``sagemaker-pipelines-local`` command is :mod:`.cli`.
+Public names, importable from here and loaded on first use (importing this package stays light):
+:class:`LocalEndpoint`, :class:`LocalControls`, :func:`load_definition`, :func:`endpoint_environ`,
+:class:`LocalAws`, :func:`run_dag`, :func:`sync_dag`, :func:`task_states`. The command is :mod:`.cli`.
+Layout: :mod:`.engine` (state machine and API handlers), :mod:`.protocol` (botocore-validated JSON),
+:mod:`.server` (WSGI app, control API, call record, faults, moto). See docs/local-endpoint.md.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .controls import LocalControls
@@ -49,14 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,17 +1,6 @@
-"""boto3 / botocore sessions for the local endpoint's own tools, cut off from the user's AWS set-up.
-
-The endpoint (botocore's SageMaker service model), the pytest fixtures' clients, ``seed``, ``serve`` and
-the demo talk only to the local endpoint, with the test credentials ``testing`` / ``testing``, an explicit
-region and an explicit endpoint URL. Their sessions read **nothing** from the environment or the AWS
-config files: no ``AWS_PROFILE`` / ``AWS_DEFAULT_PROFILE``, no ``AWS_CONFIG_FILE`` or
-``AWS_SHARED_CREDENTIALS_FILE``, no ``~/.aws/config``, no other ``AWS_*`` setting. So a profile that does
-not exist, a broken config file or real credentials in the shell neither break them nor leak into them.
-
-moto, inside the endpoint, creates ``boto3.Session()`` objects of its own (to list regions and services);
-:func:`isolate_moto` makes those isolated sessions too, once per process, before the endpoint serves.
-
-(What Airflow's hooks and the code under test use is the environment the fixture or ``serve`` exports:
-see :func:`~sagemaker_pipelines_provider.local.server.endpoint_environ`.)
+"""boto3 / botocore sessions for the local endpoint's own tools, cut off from the user's AWS set-up
+(no profile, config file, credentials or other ``AWS_*`` setting is read), and :func:`isolate_moto`,
+which does the same for the sessions moto creates inside the endpoint. Why: docs/local-endpoint.md.
 """
 
 from __future__ import annotations
@@ -101,7 +90,7 @@ def isolate_moto() -> None:
         for name, module in list(sys.modules.items()):
             replacement = replacements.get(id(getattr(module, "Session", None)))
             if name.startswith("moto.") and replacement is not None:
-                module.Session = replacement
+                setattr(module, "Session", replacement)  # noqa: B010 (a module's attribute, by name)
         from moto.core.base_backend import AccountSpecificBackend
 
         AccountSpecificBackend.get_session.cache_clear()

@@ -1,17 +1,6 @@
-"""``sagemaker-pipelines-local``: run the local AWS endpoint, or seed it with the demo resources.
-
-``sagemaker-pipelines-local serve [--host 127.0.0.1] [--port 5055] [--time-scale X]
-[--default-step-duration S] [--seed]``
-    Serve in the foreground until SIGINT or SIGTERM. Prints an ``unset AWS_PROFILE ...`` line and
-    ``export ...`` lines (``AWS_ENDPOINT_URL``, test credentials, region, ``AIRFLOW_CONN_AWS_DEFAULT``)
-    to paste into another shell; with ``--env-file PATH`` they are also written there (``source PATH``).
-    ``--port 0`` picks a free port; ``--host 0.0.0.0`` serves other containers.
-``sagemaker-pipelines-local seed [--endpoint-url URL]``
-    Create the demo resources of :mod:`.seed` (idempotent) and print them as JSON. The URL defaults to
-    ``AWS_ENDPOINT_URL``, then ``http://127.0.0.1:5055``.
-
-Neither reads the AWS profile, config files or credentials of the shell (:mod:`.aws_session`): a missing
-``AWS_PROFILE`` does not matter to them.
+"""``sagemaker-pipelines-local``: ``serve`` the local AWS endpoint in the foreground (printing the
+``export`` lines that point another shell at it), or ``seed`` it with the demo resources. Options:
+``--help``; details: docs/local-endpoint.md.
 """
 
 from __future__ import annotations

@@ -1,99 +1,11 @@
-"""Controls of the local AWS endpoint: a small client for its ``/_local/...`` HTTP API.
-
-The local endpoint (``sagemaker-pipelines-local serve``, the ``local_aws`` pytest fixture or
-:class:`~sagemaker_pipelines_provider.local.server.LocalEndpoint`) serves AWS on one port and, beside
-it, a JSON control API under ``/_local/``. :class:`LocalControls` wraps it with the standard library
-only (``urllib``), so it works from tests, scripts and DAG test harnesses alike::
+"""Client of the local endpoint's ``/_local/`` control API, with the standard library only::
 
     from sagemaker_pipelines_provider.local.controls import LocalControls
 
-    controls = LocalControls("http://127.0.0.1:5055")
-    controls.set_time_scale(0.01)  # every simulated duration runs 100x faster
+    LocalControls(endpoint.url).set_time_scale(0.01)
 
-Controls (method — HTTP route — effect):
-
-``reset()`` — ``POST /_local/reset``
-    Forget everything: the engine's pipelines, executions, step behaviours and concurrency caps, every
-    moto resource (queues, buckets, jobs, rules, model packages...), the call record, the fault rules
-    and the job outcomes; the time scale and default step duration return to the endpoint's start-up
-    settings (``--time-scale`` ..., else 1). The ``local_aws`` fixture resets before each test.
-``set_time_scale(scale)`` — ``POST /_local/time-scale {"scale"}``
-    Multiply every simulated duration by ``scale`` (>= 0): ``0.01`` makes a 60 s training step take
-    0.6 s; ``1`` (the default) is real time; ``0`` runs steps back to back.
-``set_default_step_duration(seconds)`` — ``POST /_local/default-step-duration {"seconds"}``
-    Simulated duration of steps that have no behaviour of their own (before time scaling; default 1 s).
-``set_step_behaviour(pipeline, step, duration=, fail=, fail_attempts=, property_files=, properties=)`` —
-``POST /_local/step-behaviour``
-    How one step of one pipeline (name or ARN) behaves in the steps that start after the call:
-    ``duration`` (seconds, before scaling); ``fail`` (a FailureReason: the step fails with it at the end
-    of its duration); ``fail_attempts`` (with ``fail``: fail only the first N attempts, then succeed —
-    for RetryPipelineExecution tests); ``property_files`` (``{PropertyFileName: JSON document}`` a
-    Processing step "writes", read by ``Std:JsonGet``, instead of reading the file from S3);
-    ``properties`` (deep-merged over the properties the step reports, e.g.
-    ``{"ModelArtifacts": {"S3ModelArtifacts": "s3://..."}}``; for a Lambda step
-    ``{"OutputParameters": {name: value}}``). Each call replaces the step's earlier behaviour.
-``set_faults(action="*", throttle_rate=0.0, error_rate=0.0, seed=None, delay=0.0)`` — ``POST /_local/faults``
-    Answer that fraction of the calls to ``action`` (an API action name such as
-    ``DescribePipelineExecution`` or ``SendMessage``, or ``"*"`` for every AWS call; a rule for the
-    exact action wins over ``"*"``) with a throttle (``ThrottlingException``, 400, for JSON services;
-    ``Throttling`` for query services; ``SlowDown``, 503, for S3) or a server error (500
-    ``InternalFailure`` or 503 ``ServiceUnavailable``, shaped per protocol). ``seed`` makes the draw
-    reproducible. ``delay`` (seconds, at most 60): every call the rule does not fault is served at once
-    and its answer held that long — a slow answer, not a slow request: a client that dies or gives up
-    meanwhile leaves the call's effect behind (e.g. an execution started whose ARN the caller never
-    saw); such calls are recorded with ``fault: "delay"``. Both rates and the delay 0 removes the rule.
-    The control API itself is never faulted.
-``clear_faults(action=None)`` — ``DELETE /_local/faults[?action=]``
-    Remove one rule, or all of them.
-``faults()`` — ``GET /_local/faults``
-    The active rules.
-``set_concurrency_cap(pipeline, cap)`` — ``POST /_local/concurrency-cap {"pipeline", "cap"}``
-    At most ``cap`` executions of the pipeline (name or ARN) may be Executing or Stopping at once;
-    StartPipelineExecution and RetryPipelineExecution beyond it answer ``ResourceLimitExceeded``.
-    ``None`` removes the cap.
-``set_job_outcome(service, name, fail=DEFAULT_JOB_FAILURE, exit_code=1, fail_runs=None)`` —
-``POST /_local/job-outcomes {"service", "name", "fail", "exit_code", "fail_runs"}``
-    Make the Glue job runs (``service="glue"``, ``name`` = the job name) or ECS tasks (``"ecs"``,
-    ``name`` = the task definition family) that start from now on through the endpoint fail, which
-    moto never does. Glue: the run ends ``JobRunState: FAILED`` with ``ErrorMessage`` = ``fail`` where it
-    would have succeeded. ECS: the task's containers stop with ``exitCode`` = ``exit_code`` (non-zero)
-    and the task reports ``stoppedReason`` = ``fail``, ``stopCode: EssentialContainerExited``.
-    ``fail_runs=N``: only the first N runs/tasks started fail, later ones succeed (Airflow retries).
-    Each run is decided once, when it starts, so repeated reads agree; a new call replaces the rule
-    and restarts its count; ``fail=None`` removes the rule (runs already started keep their outcome).
-    Independently of any rule, ECS containers follow their task (moto leaves them ``PENDING``): they
-    report ``STOPPED`` with exit code 0 when the task stops, ``stopCode``/``stoppedReason`` are set, and
-    a task stopped with StopTask exits 143 (``UserInitiated``). Timing is moto's: a Glue run is terminal
-    at its first GetJobRun; an ECS task stops at its 4th DescribeTasks (one state per call). Details:
-    :mod:`.job_outcomes`.
-``clear_job_outcomes()`` — ``DELETE /_local/job-outcomes``
-    Remove every job-outcome rule (a reset does too, and also forgets the decisions).
-``job_outcomes()`` — ``GET /_local/job-outcomes``
-    The active rules, with ``failed`` (runs failed so far) and ``remaining`` (None: unlimited).
-``calls(action=None, service=None, since=None, limit=None)`` — ``GET /_local/calls``
-    The record of the AWS calls the endpoint received (oldest first; the last 200,000), each a dict:
-    ``seq`` (strictly increasing, never reused; pass the last one seen as ``since`` to get only newer
-    calls), ``time`` (epoch seconds), ``service`` (from the SigV4 credential scope), ``region``,
-    ``action`` (the ``X-Amz-Target`` action, the query ``Action``, or ``"<METHOD> <path>"`` for S3),
-    ``method``, ``path``, ``protocol`` (``json``, ``query`` or ``rest``), ``status``, ``error_code``,
-    ``fault`` (``throttle``, ``error500``, ``error503``, ``delay`` or None), ``routed_to`` (``engine``,
-    ``moto`` or ``fault``), ``duration_ms`` and ``args`` (key arguments only: PipelineName,
-    PipelineExecutionArn, ClientRequestToken, CallbackToken, QueueUrl, JobName, Bucket/Key ..., the names
-    of PipelineParameters, the length of a MessageBody; never credentials, never bodies). ``action`` and
-    ``service`` filter; ``limit`` caps the number returned.
-``stats()`` — ``GET /_local/stats``
-    ``{"engine": {...}, "server": {...}}``: the engine's counters keyed by pipeline name
-    (``peak_concurrency``: most Executing/Stopping executions at once; ``executions``: started;
-    ``active``: running now) and the server's (``requests_total``, ``requests`` by ``service:action``,
-    ``in_flight``, ``peak_in_flight``, ``faults_injected``, ``uptime_seconds``).
-``peak_concurrency(pipeline)``
-    The highest number of executions of ``pipeline`` (name or ARN) that ran at the same time since the
-    last reset (from ``stats()``).
-``health()`` — ``GET /_local/health``
-    ``{"status": "ok", "engine_actions": [...]}``; :meth:`LocalControls.wait_until_healthy` polls it.
-
-Errors answer ``{"error": "..."}`` with status 400 (bad input), 404 (unknown control) or 405; the
-client raises :class:`LocalControlError` carrying both.
+Its server side is :mod:`.server.control_api`. Every call, its HTTP route and its effect:
+docs/local-endpoint.md ("Control API").
 """
 
 from __future__ import annotations
@@ -105,7 +17,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Literal
 
-from .job_outcomes import DEFAULT_JOB_FAILURE
+from .server.job_outcomes import DEFAULT_JOB_FAILURE
 
 __all__ = ["LocalControlError", "LocalControls"]
 

@@ -1,27 +1,6 @@
-"""Run a DAG once, in this process, from a test: ``dag.test()`` with the DAG made known to Airflow first.
-
-A plain ``dag.test()`` only works for DAGs the dag processor would find in the configured DAGs folder:
-for any other DAG (one built in a test, one imported from a module elsewhere) it fails with "Cannot
-create DagRun ... the dag is not serialized". :func:`sync_dag` serializes the DAG object itself into the
-metadata database, as the dag processor would; :func:`run_dag` syncs and runs it. The ``dag_runner``
-pytest fixture (:mod:`.pytest_plugin`) gives these functions with the metadata database ready::
-
-    def test_my_dag(local_aws, dag_runner):
-        local_aws.seed()
-        run = dag_runner.run_dag(my_dag, logical_date=None)
-        assert run.state == "success", dag_runner.task_states(run)
-
-Which run :func:`run_dag` creates, by ``logical_date``:
-
-- not given: what ``dag.test()`` does — a manual run whose logical date is now;
-- ``None``: a manual run **without a logical date**, which is what the UI's Trigger button,
-  ``airflow dags trigger`` and the REST API create by default in Airflow 3: ``ds``, ``ts``,
-  ``logical_date`` and ``data_interval_*`` are undefined in templates, ``dag_run.logical_date`` and
-  ``dag_run.data_interval_start`` are None, ``dag_run.run_after`` is set;
-- a datetime: a manual run of that logical date, with the data interval the DAG's timetable infers for a
-  manual run (for ``@daily``-style timetables, the interval that *ends* at that date).
-
-Tasks run one after the other in this process; deferred tasks run their trigger in line.
+"""Run a DAG once, in this process, from a test: :func:`sync_dag` serializes the DAG into the metadata
+database (as the dag processor would), :func:`run_dag` syncs and runs it with ``dag.test()``. Which run
+each ``logical_date`` creates: docs/testing-your-dags.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """``make demo``: the example DAGs, end to end, against the local endpoint, with a summary table.
 
-What it does, in one process (no ``airflow dags test`` start-up per run):
-
-1. starts :class:`~sagemaker_pipelines_provider.local.server.LocalEndpoint` on a free loopback port,
-   exports its environment (``AWS_ENDPOINT_URL`` and friends) and seeds the demo resources;
-2. points Airflow at a throwaway ``AIRFLOW_HOME`` (``.airflow-home`` by default) with SQLite and the
-   repository's ``dags/`` folder, and migrates the database;
-3. creates the pool ``sagemaker_pipelines`` (4 slots, deferred tasks counted), then runs
-   ``retraining_chain`` for one date and ``historical_retraining`` for three consecutive dates (the
-   logical dates a backfill would create; each run with ``dag.test()``, in line), with
-   ``[sagemaker_pipelines] default_poll_interval`` = 0.5 s
-   (``AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL``, unless already set);
-4. prints one row per pipeline execution the endpoint ran: date, pipeline, execution ARN, status,
-   steps, duration and model package — and exits non-zero if any DAG run or execution did not succeed.
-
-``--standalone`` instead starts the endpoint, seeds it and runs ``airflow standalone`` against it, so
-the UI can be browsed at http://localhost:8080 (the full CeleryExecutor stack is ``make stack``).
+Starts the endpoint on a free loopback port and seeds it, points Airflow at a throwaway AIRFLOW_HOME with
+the repository's dags/, runs retraining_chain once and historical_retraining for three dates, and prints
+one row per pipeline execution (non-zero exit if any run failed). ``--standalone`` runs ``airflow
+standalone`` against the endpoint instead. More: docs/local-endpoint.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,7 @@
-"""pytest fixtures for tests against the local AWS endpoint (registered as the ``pytest11`` plugin
-``sagemaker_pipelines_local``; installed with the ``[local]`` extra).
-
-Fixtures:
-
-``local_aws_endpoint`` (session)
-    Starts one :class:`~sagemaker_pipelines_provider.local.server.LocalEndpoint` on a free loopback
-    port the first time a test asks for it, exports its :meth:`environ` (``AWS_ENDPOINT_URL``,
-    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` = ``testing``, ``AWS_DEFAULT_REGION``/
-    ``AWS_REGION`` = ``us-east-1``, ``AIRFLOW_CONN_AWS_DEFAULT``) for the rest of the session, unsets
-    variables that would send clients elsewhere (``AWS_PROFILE``, ``AWS_SESSION_TOKEN``,
-    ``AWS_ENDPOINT_URL_<SERVICE>`` ...), and at the end of the session restores the environment and
-    stops the server. So boto3, aiobotocore and Airflow's ``aws_default`` connection all reach it.
-``local_aws`` (function)
-    Resets the endpoint (engine, moto resources, call record, fault rules) before the test and returns
-    a :class:`LocalAws`: ``.url``, ``.controls`` (:class:`~.controls.LocalControls`),
-    ``.client(service, **kwargs)`` (a boto3 client for the endpoint) and ``.seed()`` (the demo
-    resources of :mod:`.seed`).
-``airflow_db`` (session)
-    Creates or migrates the Airflow metadata database of the session's configuration once (what
-    ``airflow db migrate`` does) and yields ``AIRFLOW_HOME``.
-``dag_runner`` (function)
-    :mod:`.dag_runs` with the database ready: ``dag_runner.run_dag(dag, logical_date=...)`` runs a DAG
-    once in the test's process and returns the DagRun; ``dag_runner.task_states(run)``.
-
-**A scratch Airflow home.** When pytest starts with neither ``AIRFLOW_HOME`` nor
-``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` set (and Airflow not yet imported), the plugin points the session
-at a new temporary ``AIRFLOW_HOME`` with a SQLite database and no example DAGs, removed at the end: tests
-never touch the metadata database of an Airflow installed on the machine. Set ``AIRFLOW_HOME`` (in the
-environment, or in ``conftest.py`` before importing Airflow) to choose the home yourself.
+"""pytest fixtures for tests against the local AWS endpoint (the ``pytest11`` plugin
+``sagemaker_pipelines_local``, installed with the ``[local]`` extra): ``local_aws_endpoint``,
+``local_aws``, ``airflow_db`` and ``dag_runner``. What each fixture does and the scratch
+``AIRFLOW_HOME``: docs/testing-your-dags.md.
 
 This module imports neither Airflow (it is loaded before a test suite's conftest configures it) nor
 boto3 or moto at import time: they are imported when a fixture is first used.

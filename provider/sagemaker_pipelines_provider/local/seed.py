@@ -1,36 +1,6 @@
-"""Demo resources for the local AWS endpoint, created through plain boto3 on a session that ignores the
-user's AWS profile, config files and credentials (:mod:`.aws_session`): test credentials, explicit
-endpoint URL.
-
-:func:`seed` creates, idempotently (running it twice changes nothing and raises nothing):
-
-* SQS queue ``sagemaker-callbacks`` (callback steps send here) with a dead-letter queue
-  ``sagemaker-callbacks-dlq`` (``maxReceiveCount`` 100: on a shared queue every receiver that
-  inspects and releases a message raises its receive count, so a low value would dead-letter callbacks
-  whose handler starts late);
-* S3 bucket ``sagemaker-local-demo`` with the evaluation report the ``evaluation`` pipeline reads
-  (``evaluation/evaluation.json``, accuracy 0.91) and placeholder scripts;
-* IAM role ``SageMakerPipelineExecutionRole`` (trusted by SageMaker, Glue and ECS tasks);
-* pipelines ``features`` (Processing), ``training`` (Training, a Callback ``ValidateModel`` whose
-  Boolean output ``validation_passed`` feeds the Condition ``CheckValidation`` -> RegisterModel
-  ``RegisterModel`` or Fail ``ValidationFailed``) and ``evaluation`` (Processing ``Evaluate`` with the
-  property file ``EvaluationReport``, Condition ``CheckAccuracy`` on ``Std:JsonGet`` ->
-  ``RegisterEvaluatedModel`` or ``AccuracyTooLow``), from the JSON files in ``local/pipelines/``
-  (created, or updated to the packaged definition when they exist); ``scheduled-training`` is
-  ``training`` whose callback arguments also carry ``trigger: sagemaker-schedule`` (the pipeline the
-  event-driven ``callback_handler_dag`` example answers, as if SageMaker started it on a schedule);
-  ``retraining`` (Processing ``PrepareData`` over ``DataStartDate``..``DataEndDate`` of a ``Market`` ->
-  Training ``Train`` -> RegisterModel ``RegisterModel`` in ``historical-models``; the
-  ``historical_retraining`` example backfills it);
-* Glue job ``validate-features``;
-* ECS cluster ``ml`` with one EC2 container instance (a moto EC2 instance, tagged ``Name=ecs-ml``), so
-  tasks run with the default launch type (EC2, ``EcsRunTaskOperator``'s default) as well as with
-  ``FARGATE``; the endpoint gives an EC2 task's capacity back when the task stops by itself (moto alone
-  does it only on ``StopTask``); and task definition family ``model-validation``.
-
-The definitions name the queue by its AWS URL
-(``https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks``); the local engine delivers
-to the queue of that account, region and name whatever host the endpoint runs on.
+"""Demo resources for the local AWS endpoint (queue, bucket, role, pipelines, Glue job, ECS cluster),
+created idempotently by :func:`seed` through a boto3 session cut off from the user's AWS set-up
+(:mod:`.aws_session`). The list of resources: docs/local-endpoint.md.
 """
 
 from __future__ import annotations

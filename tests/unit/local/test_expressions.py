@@ -1,11 +1,11 @@
-"""Evaluating definition values (``sagemaker_pipelines_provider.local.expressions``)."""
+"""Evaluating definition values (``sagemaker_pipelines_provider.local.engine.expressions``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from sagemaker_pipelines_provider.local.expressions import (
+from sagemaker_pipelines_provider.local.engine.expressions import (
     ExpressionError,
     Scope,
     evaluate,

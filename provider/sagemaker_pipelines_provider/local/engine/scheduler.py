@@ -1,14 +1,9 @@
 """One scheduler thread over a heap of timed callbacks: the engine advances time without a thread per step.
 
-Contract:
-
-* :meth:`Scheduler.call_later` must be called with the engine lock held (the same lock the scheduler
-  was built with); callbacks run on the scheduler thread, in due-time order (ties in call order),
-  with that lock held.
-* After each batch of callbacks, with the lock released, ``after_batch`` runs (the engine flushes
-  its side-effect outbox there), so side effects never run under the engine lock.
-* The thread starts lazily on the first ``call_later`` and again after :meth:`shutdown`; a callback
-  that raises is logged and does not stop the thread.
+Contract: :meth:`Scheduler.call_later` is called with the engine lock held; callbacks run on the
+scheduler thread in due-time order (ties in call order) with that lock held; ``after_batch`` runs after
+each batch with the lock released (side effects never run under the engine lock); the thread starts
+lazily and again after :meth:`shutdown`; a callback that raises is logged.
 """
 
 from __future__ import annotations

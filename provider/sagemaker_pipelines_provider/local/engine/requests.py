@@ -1,8 +1,6 @@
-"""Reading request fields the way SageMaker validates them, and opaque NextToken pagination.
-
-Raises :class:`~.engine_errors.EngineValidationError` naming the field, the bad value and the valid
-choices. Modelling choice: list calls default to :data:`DEFAULT_MAX_RESULTS` = 100 (AWS documents no
-default); NextToken is base64 JSON bound to the request it came from (another request -> ValidationException).
+"""Reading request fields the way SageMaker validates them, and opaque NextToken pagination; errors are
+:class:`~.errors.EngineValidationError` naming the field, the bad value and the valid choices. Defaults
+(MaxResults 100) and the token format: docs/local-endpoint.md.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sagemaker_pipelines_provider.local.engine_errors import EngineValidationError
+from .errors import EngineValidationError
 
 __all__ = [
     "DEFAULT_MAX_RESULTS",

@@ -1,21 +1,7 @@
-"""Outdated SQS receipt handles, answered as AWS documents them (moto accepts any handle a message had).
-
-SQS gives a message a new receipt handle each time it is received. AWS documents for ``DeleteMessage``:
-with a receipt handle other than the most recent one, "the request will succeed, but the message might
-not be deleted". moto 5.2.5 deletes the message with any handle it ever had, and changes its visibility
-with any of them, so on the local endpoint a consumer whose claim lapsed and was taken over elsewhere
-would still delete (or hide) the message: the endpoint would hide a failure real SQS can produce.
-:class:`OutdatedReceipts` answers those calls itself when the handle is outdated — the message is still
-on the queue and was received again since:
-
-* ``DeleteMessage``: ``200 {}`` and nothing is deleted (the strict reading of "might not be deleted");
-* ``ChangeMessageVisibility``: ``400 InvalidParameterValue`` "Value ... for parameter ReceiptHandle is
-  invalid. Reason: Message does not exist or is not available for visibility timeout change." AWS does
-  not document this case; that error is what SQS is reported to answer for a receipt handle that no
-  longer holds the message, so it is this endpoint's choice;
-* anything else — the latest handle, the handle of a deleted message, an unknown handle, the batch calls
-  (``DeleteMessageBatch``, ``ChangeMessageVisibilityBatch``), query-protocol requests — goes to moto
-  unchanged.
+"""Outdated SQS receipt handles, answered as AWS documents them (moto accepts any handle a message had):
+:class:`OutdatedReceipts` answers ``DeleteMessage`` and ``ChangeMessageVisibility`` with a handle that is
+no longer the latest; everything else goes to moto. The answers and the choice behind
+them: docs/local-endpoint.md.
 """
 
 from __future__ import annotations

@@ -1,40 +1,9 @@
-"""The SageMaker JSON 1.1 protocol for the local pipeline engine.
+"""The SageMaker JSON 1.1 protocol for the pipeline engine: decode, validate against botocore's service
+model, convert timestamps and blobs, dispatch, shape the answer by the output shape.
 
-This module turns one HTTP request body for a SageMaker action into an engine call and the engine's
-answer (or error) back into the bytes AWS would send. It knows nothing of moto or of the HTTP server:
-:meth:`SageMakerJsonProtocol.handle` takes ``(action, body, region)`` and returns an
-:class:`ApiResponse`.
-
-Contract, per request:
-
-1. **Decode.** The body must be a JSON object (an empty body is ``{}``); anything else answers
-   ``SerializationException`` (400), as AWS does for a malformed JSON body.
-2. **Validate** against the operation's input shape in botocore's service model (the authority).
-   Checked: unknown members, required members, JSON types, string/list/map lengths (``min``/``max``),
-   numeric ranges, ``pattern`` (full match, Java semantics approximated by Python ``re``; Java-only
-   constructs such as ``\\p{L}`` are checked with the third-party ``regex`` module when it is installed
-   and skipped otherwise) and ``enum``. Every violation is reported in one ``ValidationException``
-   (400) whose message follows AWS's wording, e.g. ``1 validation error detected: Value 'abc' at
-   'clientRequestToken' failed to satisfy constraint: Member must have length greater than or equal to
-   32``. A JSON type mismatch answers ``SerializationException``. botocore's own ``ParamValidator``
-   then runs as a cross-check, so nothing it would reject reaches the engine.
-   *Choice not documented by AWS:* an unknown member is rejected (``ValidationException`` naming the
-   member and the valid ones) instead of being ignored, so a client typo never passes silently.
-3. **Convert** timestamp members (epoch seconds or ISO-8601 strings) to timezone-aware UTC
-   :class:`~datetime.datetime` objects and blobs (base64) to bytes; everything else is passed as
-   decoded.
-4. **Dispatch** to ``engine.dispatch(action, request, region=region)``. An ``EngineError`` (anything
-   with ``code``, ``message`` and ``http_status`` attributes) becomes AWS's JSON error; any other
-   exception becomes ``InternalFailure`` (500) and is logged with its traceback.
-5. **Shape the response** by the output shape: ``None`` values are dropped (absent), datetimes become
-   epoch seconds, bytes become base64. With ``strict=True`` (the default, and what the tests use) a
-   key the model does not define, a naive datetime or a value of the wrong JSON type is a programming
-   error in the engine: it is logged and answered as ``InternalFailure`` (500) naming the offending
-   path, never dropped silently. With ``strict=False`` unknown keys are dropped with a warning.
-
-Errors are encoded as ``{"__type": "<Code>", "message": "..."}`` with the ``x-amzn-ErrorType`` header,
-so botocore fills ``ClientError.response["Error"]["Code"]`` and the modeled exception classes
-(``client.exceptions.ResourceNotFound`` ...) match.
+It knows nothing of moto or of the HTTP server: :meth:`SageMakerJsonProtocol.handle` takes ``(action,
+body, region)`` and returns an :class:`ApiResponse`. The per-request contract and its choices:
+docs/local-endpoint.md.
 """
 
 from __future__ import annotations
@@ -61,7 +30,7 @@ SERVICE_NAME = "sagemaker"
 
 
 class Engine(Protocol):
-    """What the protocol layer needs from the engine (see ``local/engine.py``)."""
+    """What the protocol layer needs from the engine (:class:`~.engine.PipelineEngine`)."""
 
     ACTIONS: frozenset[str]
 

@@ -1,19 +1,6 @@
-"""What a simulated step produces: Describe*-shaped properties and ListPipelineExecutionSteps metadata.
-
-Pure functions of the step type, its resolved Arguments and the job name; the engine merges a
-behaviour's ``properties`` over the result. Properties echo the resolved request (as SageMaker's
-Describe* responses echo the Create* request) plus the fields a job adds:
-
-* Processing: ``ProcessingJobName``, ``ProcessingJobArn``, ``ProcessingJobStatus``; outputs keep their
-  ``S3Output.S3Uri`` from the arguments (``ProcessingOutputConfig.Outputs['name'].S3Output.S3Uri``).
-* Training: ``TrainingJobName``, ``TrainingJobArn``, ``ModelArtifacts.S3ModelArtifacts`` =
-  ``<OutputDataConfig.S3OutputPath>/<TrainingJobName>/output/model.tar.gz`` (SageMaker's layout),
-  ``FinalMetricDataList`` empty unless a behaviour supplies it.
-* Transform: ``TransformJobName``, ``TransformJobArn``; ``TransformOutput.S3OutputPath`` from the arguments.
-* Tuning: ``HyperParameterTuningJobName``/``Arn``, ``BestTrainingJob`` and ``TrainingJobSummaries`` with
-  one simulated training job. AutoML: ``AutoMLJobName``/``Arn``, ``BestCandidate``.
-* Model: ``ModelName``, ``ModelArn``. RegisterModel: ``ModelPackageArn`` (from the side effect).
-* EMR, EMRServerless, QualityCheck, ClarifyCheck: the metadata fields of the service model, simulated.
+"""What a simulated step produces: Describe*-shaped properties and ListPipelineExecutionSteps metadata,
+as pure functions of the step type, its resolved Arguments and the job name. The properties per step
+type: docs/local-endpoint.md.
 """
 
 from __future__ import annotations
@@ -22,12 +9,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sagemaker_pipelines_provider.definition import coerce_value, format_value
+
+from .state import StepRun
+
 __all__ = [
     "CREATE_MODEL_PACKAGE_FIELDS",
     "job_name",
     "job_outputs",
     "merge_properties",
     "model_package_request",
+    "typed_outputs",
 ]
 
 CREATE_MODEL_PACKAGE_FIELDS = frozenset(
@@ -191,3 +183,23 @@ def merge_properties(base: dict[str, Any], override: Mapping[str, Any]) -> dict[
         else:
             merged[key] = value
     return merged
+
+
+def typed_outputs(run: StepRun, values: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Typed outputs (declared OutputType, default String) and their API list form; ValueError when a
+    value does not fit its declared type."""
+    if isinstance(values, list):
+        values = {str(item.get("Name")): item.get("Value") for item in values}
+    typed: dict[str, Any] = {}
+    listed: list[dict[str, str]] = []
+    for name, value in values.items():
+        declared = run.spec.output_parameter(name)
+        output_type = declared.type if declared else "String"
+        try:
+            typed[name] = coerce_value(output_type, value)
+        except ValueError as err:
+            raise ValueError(
+                f"output {name!r} of step {run.name!r} is declared {output_type}: {err}"
+            ) from None
+        listed.append({"Name": name, "Value": format_value(value)})
+    return typed, listed

@@ -1,21 +1,6 @@
 """Evaluate the values of a pipeline definition: literals, ``Get`` references, ``Std:*`` functions,
-conditions.
-
-Evaluation is pure: every input comes through a :class:`Scope` (parameter values, execution variables,
-step properties, property files), so the engine decides where a step's properties come from (this
-execution, or the source execution of a selective execution). Any failure raises
-:class:`ExpressionError` with a reason fit to become a step's ``FailureReason``.
-
-Modelling choices (behaviour AWS does not document):
-
-* ``['key']`` applied to a list selects the element whose field ending in ``Name`` (``OutputName``,
-  ``MetricName``, ``Name``...) equals ``key``; ``[n]`` indexes a list; on a mapping both look up a key.
-* ``Std:Join`` turns values into strings with :func:`~sagemaker_pipelines_provider.definition.format_value`
-  (bools ``true``/``false``, containers as JSON).
-* Comparisons (``Equals``, ``GreaterThan``...): when one side is a number and the other a string that
-  parses as a number, both compare as numbers; a bool against ``"true"``/``"false"`` compares as bools;
-  otherwise values compare as they are, and an ordering between incomparable types is an error.
-* ``Std:JsonGet`` paths use the same syntax as property paths (``a.b[0].c``, ``a['k-1']``).
+conditions. Pure: every input comes through a :class:`Scope`; failures raise :class:`ExpressionError`
+with a reason fit for a step's ``FailureReason``. Modelling choices: docs/local-endpoint.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""EventBridge events of pipeline executions (source ``aws.sagemaker``, the default bus).
-
-Detail-types and lowerCamelCase detail fields as SageMaker documents them. Modelling choices: the
-first event of an execution has no ``previousPipelineExecutionStatus``; ``executionEndTime`` appears
-once the execution is terminal; step events also carry ``attemptCount``, ``stepStartTime`` and
-``stepEndTime``; step ``metadata`` is the ListPipelineExecutionSteps metadata with its keys
-lowerCamelCased (``processingJob.arn``); resources are ``[pipelineArn, pipelineExecutionArn]``;
-timestamps are ``YYYY-MM-DDTHH:MM:SSZ``.
+"""EventBridge events of pipeline executions and steps (source ``aws.sagemaker``, the default bus).
+Fields and modelling choices: docs/local-endpoint.md.
 """
 
 from __future__ import annotations
@@ -15,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sagemaker_pipelines_provider.local.engine_state import ACTIVE_EXECUTION, Execution, StepRun, iso
+from .state import ACTIVE_EXECUTION, Execution, StepRun, iso
 
 __all__ = ["EXECUTION_EVENT", "STEP_EVENT", "camel", "execution_event", "step_event"]
 

@@ -1,5 +1,6 @@
-"""The engine's in-memory records: pipelines, executions, step runs, behaviours. Plain data, no logic
-beyond small derived values; every mutation happens in ``engine.py`` with the engine lock held."""
+"""The engine's in-memory records: pipelines, executions, step runs, behaviours. Plain data; every
+mutation happens in :mod:`.actions` or :mod:`.machine` with the engine lock held.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ __all__ = [
     "Pipeline",
     "StepRun",
     "iso",
+    "reference_run",
     "utcnow",
 ]
 
@@ -148,3 +150,13 @@ class Execution:
     @property
     def region(self) -> str:
         return self.pipeline.region
+
+
+def reference_run(execution: Execution, name: str) -> tuple[Execution, StepRun] | None:
+    """The run whose results ``name`` means in ``execution`` (the source's for unselected steps)."""
+    while execution.selected is not None and name not in execution.selected:
+        if execution.source is None:
+            return None
+        execution = execution.source
+    run = execution.steps.get(name)
+    return None if run is None else (execution, run)

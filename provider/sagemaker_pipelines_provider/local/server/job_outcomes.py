@@ -1,45 +1,7 @@
-"""Outcomes of Glue job runs and ECS tasks that moto cannot produce: failures, and finished containers.
-
-moto 5.2.5 serves Glue job runs and ECS tasks, but a Glue run always ends ``SUCCEEDED``, and an ECS
-task's containers stay ``lastStatus: PENDING`` with ``exitCode: 0`` even after the task is ``STOPPED``
-(so the Amazon provider's ``EcsRunTaskOperator`` reports "This task is still pending" for every task).
-:class:`JobOutcomes` rewrites moto's decoded JSON responses to fix both; the server
-(:mod:`.server`) feeds it the responses of :data:`ACTIONS` and knows nothing of Glue or ECS itself.
-
-Contract (what a test can rely on):
-
-* A rule (``set``) is keyed by ``(service, name)``: ``glue`` + job name, or ``ecs`` + task definition
-  family. It applies to the runs/tasks **started after** it, through the endpoint (``StartJobRun``,
-  ``RunTask``, ``StartTask``); each one is decided when its start is answered, once, in start order:
-  with ``fail_runs=N`` the first N started fail and the later ones take the normal path. Setting a
-  rule again replaces it and restarts its count; ``fail=None`` removes it. A run's decision never
-  changes afterwards (removing the rule does not un-fail a run already started), so repeated reads
-  agree. Runs started before the rule, or created inside moto's backends without HTTP, are
-  unaffected.
-* Glue: a failing run keeps moto's progression and reports ``JobRunState: FAILED`` with
-  ``ErrorMessage`` = the reason where moto would report ``SUCCEEDED`` (``GetJobRun``, ``GetJobRuns``).
-* ECS (every task, failing or not, in ``RunTask``, ``StartTask``, ``StopTask`` and ``DescribeTasks``):
-  ``desiredStatus`` is ``STOPPED`` once the task is past RUNNING (moto leaves it ``RUNNING``);
-  containers follow their task — ``PENDING`` while the task is PROVISIONING/PENDING/ACTIVATING,
-  ``RUNNING`` while it is RUNNING/DEACTIVATING/STOPPING, ``STOPPED`` once it is DEPROVISIONING or
-  STOPPED; ``exitCode`` is reported only for a ``STOPPED`` container. When the task's containers stop,
-  the task gets ``stopCode`` and ``stoppedReason``, fixed at that first report:
-
-  - failing task: every container (moto models only the first container definition, which is the
-    essential one in practice) exits with ``exit_code``; ``stopCode: EssentialContainerExited``;
-    ``stoppedReason`` = the reason;
-  - normal task: exit code 0; ``EssentialContainerExited``; ``"Essential container in task exited"``
-    (what ECS reports when the essential container ends);
-  - task stopped with ``StopTask`` before its containers stopped: exit code
-    :data:`USER_STOP_EXIT_CODE` (143 = 128 + SIGTERM: the process ended on the stop signal; AWS does
-    not document one value, 137 is also seen when the container ignores SIGTERM); ``stopCode:
-    UserInitiated``; ``stoppedReason`` = the ``reason`` given to StopTask, else "Task stopped by user".
-
-Timing is moto's state manager's, left at its defaults (changing them would change every moto user
-in the process): a Glue run (``glue::job_run``, ``immediate``) is terminal at its first
-``GetJobRun``; an ECS task (``ecs::task``, ``manual`` with ``times: 1``) moves one state per
-``DescribeTasks`` — RUNNING at ``RunTask``, then DEACTIVATING, STOPPING, DEPROVISIONING (containers
-STOPPED) and STOPPED at the 4th. No wall-clock time is involved.
+"""Outcomes of Glue job runs and ECS tasks that moto cannot produce: failures, and containers that stop
+with their task. :class:`JobOutcomes` rewrites moto's decoded answers to :data:`ACTIONS`; the server feeds
+it those answers and knows nothing of Glue or ECS. The contract (rules, stop codes, exit codes, timing):
+docs/local-endpoint.md.
 """
 
 from __future__ import annotations
@@ -54,6 +16,7 @@ __all__ = [
     "SERVICES",
     "USER_STOP_EXIT_CODE",
     "JobOutcomes",
+    "release_ecs_task_capacity",
 ]
 
 SERVICES = ("glue", "ecs")
@@ -191,7 +154,7 @@ class JobOutcomes:
 
         Returns the ARNs of the ECS tasks reported stopped for the first time here that stopped by
         themselves (not by ``StopTask``): moto frees their container instance's capacity only on
-        ``StopTask``, so the caller frees it (:func:`~.server.release_ecs_task_capacity`).
+        ``StopTask``, so the caller frees it (:func:`release_ecs_task_capacity`).
         """
         with self._lock:
             if service == "glue":
@@ -276,3 +239,29 @@ class JobOutcomes:
         if failure is not None:
             return _TaskEnd(failure.exit_code, "EssentialContainerExited", failure.reason)
         return _TaskEnd(0, "EssentialContainerExited", NORMAL_STOP_REASON)
+
+
+def release_ecs_task_capacity(task_arn: str) -> None:
+    """Give back the CPU, memory and ports an ECS task held on its container instance (EC2 launch type).
+
+    moto does it only on ``StopTask``: a task that ends by itself keeps them, so an instance would refuse
+    new tasks ("no capacity") after a dozen runs. Called once per task, when its end is first reported.
+    """
+    parts = task_arn.split(":")
+    if len(parts) < 6 or not parts[5].startswith("task/"):
+        return
+    region, account = parts[3], parts[4]
+    from moto.backends import get_backend
+
+    backend: Any = get_backend("ecs")[account][region]  # type: ignore[call-overload]
+    for cluster_name, tasks in list(backend.tasks.items()):
+        task = tasks.get(task_arn)
+        if task is None or not task.container_instance_arn:
+            continue
+        instance = backend.container_instances.get(cluster_name, {}).get(
+            task.container_instance_arn.rsplit("/", 1)[-1]
+        )
+        cluster = backend.clusters.get(cluster_name)
+        if instance is not None and cluster is not None:
+            backend.update_container_instance_resources(instance, task.resource_requirements, removing=True)
+            backend.update_cluster_resources(cluster, -1, task_state="RUNNING")
