@@ -11,9 +11,10 @@ import json
 import re
 from pathlib import Path
 
-import compose_check
 import jsonschema
 import pytest
+
+from tests.compose import compose_check
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = (REPO / "docker-compose.yaml").read_text(encoding="utf-8")

@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     ROLE_ARN,
     accepted_answers,
     callback_pipeline,

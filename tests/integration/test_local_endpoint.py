@@ -25,6 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 from sagemaker_pipelines_provider.local.seed import DEMO_PIPELINES
 
+from tests.support.waiting import wait_until
+
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
@@ -38,21 +40,6 @@ STATUS_CHANGE = "SageMaker Model Building Pipeline Execution Status Change"
 
 # ------------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def wait_until(
-    probe: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"
-) -> T:
-    """Call ``probe`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
 
 
 def processing_step(name: str, depends_on: Iterable[str] = ()) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from user_env import VENV_BIN, run_pytest, user_environ
+
+from tests.support.user_env import VENV_BIN, run_pytest, user_environ
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import pytest
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     FAST_BACKOFF,
     POLL,
-    START_DATE,
     CallbackAnswerer,
     Failures,
     Stopper,
@@ -23,34 +23,17 @@ from test_pipeline_operator_helpers import (
     clear_and_run_again,
     create_pipeline,
     create_queue,
+    dag,
     executions,
     fast_endpoint,
+    operator,
     processing_step,
     task_state_rows,
-    unique,
     wait_until,
     xcom,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def operator(**kwargs: Any) -> Any:
-    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
-
-    kwargs.setdefault("task_id", "run")
-    kwargs.setdefault("poll_interval", POLL)
-    kwargs.setdefault("backoff_policy", FAST_BACKOFF)
-    return SageMakerPipelineOperator(**kwargs)
-
-
-def dag(dag_id: str | None = None, **kwargs: Any) -> Any:
-    from airflow.sdk import DAG
-
-    kwargs.setdefault("schedule", "@daily")
-    kwargs.setdefault("start_date", START_DATE)
-    kwargs.setdefault("catchup", False)
-    return DAG(dag_id or unique("op"), **kwargs)
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from test_pipeline_operator import dag, operator
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     FAST_BACKOFF,
     POLL,
     Failures,
@@ -27,8 +27,10 @@ from test_pipeline_operator_helpers import (
     calls,
     create_pipeline,
     create_queue,
+    dag,
     executions,
     fast_endpoint,
+    operator,
     processing_step,
     wait_until,
     xcom,

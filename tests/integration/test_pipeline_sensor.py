@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_pipeline_operator import dag
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     POLL,
     Failures,
     calls,
     create_pipeline,
+    dag,
     executions,
     fast_endpoint,
     processing_step,

@@ -25,6 +25,8 @@ from sagemaker_pipelines_provider.local.engine import (
     ResourceNotFound,
 )
 
+from tests.support.waiting import wait_until
+
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerPipelineRole"
 TERMINAL = ("Succeeded", "Failed", "Stopped")
@@ -120,17 +122,6 @@ def start(engine: PipelineEngine, name: str, **extra: Any) -> str:
 
 def describe(engine: PipelineEngine, arn: str) -> dict[str, Any]:
     return call(engine, "DescribePipelineExecution", PipelineExecutionArn=arn)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def wait(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from test_pipeline_operator_helpers import wait_until
+from tests.support.pipelines import wait_until
 
 #: Runs ``python -m airflow ARGS`` with SIGTERM on the death of the parent (the test process).
 _AIRFLOW_CHILD = (
