@@ -48,7 +48,7 @@ def _replace(text: str, old: str, new: str) -> str:
 def _new_problems(
     project: compose_check.Project, baseline: list[compose_check.Problem], **texts: str
 ) -> list[str]:
-    problems = compose_check.validate(REPO, project=project, **texts)
+    problems = compose_check.validate(REPO, project=project, **texts)  # type: ignore[arg-type]
     return [str(p) for p in problems if p not in baseline]
 
 

@@ -355,7 +355,7 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
             queue_url=queue, wait_time_seconds=1, inspect_visibility_timeout=5, **kwargs
         )
 
-    claimed = asyncio.run(anext(trigger(pipeline_execution_arn=arn, visibility_timeout=1).run())).payload
+    claimed = asyncio.run(anext(trigger(pipeline_execution_arn=arn, visibility_timeout=1).run())).payload  # type: ignore[arg-type, var-annotated]
     assert claimed["status"] == "success"
     wait_until(lambda: queue_counts(local_aws, queue) == (1, 0), what="the lapsed claim")
     sqs = local_aws.client("sqs")
@@ -374,7 +374,7 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
     # instead of taking it as new work, and keeps waiting.
     wait_until(lambda: queue_counts(local_aws, queue)[1] == 0, what="the other consumer's claim to lapse")
     deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).isoformat()
-    event = asyncio.run(anext(trigger(pipeline_name=pipeline, timeout_at=deadline).run())).payload
+    event = asyncio.run(anext(trigger(pipeline_name=pipeline, timeout_at=deadline).run())).payload  # type: ignore[arg-type, var-annotated]
     assert event["status"] == "timeout", event
     assert queue_counts(local_aws, queue) == (0, 0)
     assert [c["status"] for c in answer_calls(local_aws, token)] == [200]

@@ -54,7 +54,7 @@ def test_taskflow_work_answers_with_outputs_the_condition_uses(
         seen.append(arguments)
         return {"passed": True, "rows": 42}
 
-    sensor = dict(FAST_SENSOR)
+    sensor: dict[str, Any] = dict(FAST_SENSOR)
     if mode == "deferrable":
         sensor["deferrable"] = True
     else:

@@ -204,7 +204,9 @@ def test_callback_success_output_chooses_condition_branch(
     for passed in ("true", "false"):
         arn = sm.start_pipeline_execution(PipelineName="training")["PipelineExecutionArn"]
         message = wait_for_message(
-            sqs, queue_url, lambda body, arn=arn: body.get("pipelineExecutionArn") == arn
+            sqs,
+            queue_url,
+            lambda body, arn=arn: body.get("pipelineExecutionArn") == arn,  # type: ignore[misc]
         )
         token = message["token"]
         assert len(token) == 10 and token.isalnum()
@@ -404,8 +406,8 @@ def test_request_validation_against_service_model(local_aws: Any, sm: Any) -> No
     with pytest.raises(sm.exceptions.ResourceNotFound):
         describe(sm, "arn:aws:sagemaker:us-east-1:123456789012:pipeline/valid/execution/doesnotexist")
 
-    status, error = raw_sagemaker_call(local_aws.url, "DescribePipelineExecution", None, raw=b"{not json")
-    assert (status, error["__type"]) == (400, "SerializationException")
+    status, raw_error = raw_sagemaker_call(local_aws.url, "DescribePipelineExecution", None, raw=b"{not json")
+    assert (status, raw_error["__type"]) == (400, "SerializationException")
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ class DeferredTask:
         from airflow.sdk._shared.module_loading import import_string
         from airflow.sdk.serde import deserialize
 
-        return import_string(self.defer.classpath)(**deserialize(self.defer.trigger_kwargs))
+        return import_string(self.defer.classpath)(**deserialize(self.defer.trigger_kwargs))  # type: ignore[arg-type]
 
     def state(self) -> str | None:
         from airflow.models.taskinstance import TaskInstance

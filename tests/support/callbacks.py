@@ -104,8 +104,8 @@ def describe(local_aws: Any, arn: str) -> dict[str, Any]:
 
 def wait_status(local_aws: Any, arn: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
     """Wait until the execution is in one of ``statuses``; return DescribePipelineExecution."""
-    return wait_until(  # type: ignore[no-any-return]
-        lambda: (d := describe(local_aws, arn))["PipelineExecutionStatus"] in statuses and d,
+    return wait_until(
+        lambda: d if (d := describe(local_aws, arn))["PipelineExecutionStatus"] in statuses else None,
         timeout=timeout,
         what=f"{arn} to be {'/'.join(statuses)}",
     )
@@ -241,6 +241,7 @@ def record_asset_event(asset: Any, payload: Any) -> Any:
             asset=model.to_serialized(), extra={"from_trigger": True, "payload": payload}, session=session
         )
         session.flush()
+        assert event is not None, "the asset change was not recorded"
         return event.id
 
 

@@ -102,7 +102,7 @@ class ExampleRuns:
     calls: list[dict[str, Any]] = field(default_factory=list)  # the endpoint's call record, all of it
     own: list[tuple[int, int]] = field(default_factory=list)  # (after, up to] seq: the harness's calls
     failure_paths_end: int = 0  # the last seq of the failure paths (the token error paths come after)
-    credentials: tuple[str, str] = ("", "")  # what AwsBaseHook resolved for aws_default during the runs
+    credentials: tuple[str | None, str | None] = (None, None)  # AwsBaseHook's for aws_default meanwhile
     logged: str = ""  # logging records, stdout / stderr, log files under AIRFLOW_HOME
 
     def provider_calls(self, until: int | None = None) -> list[dict[str, Any]]:

@@ -100,8 +100,8 @@ def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
     ti.task = create_scheduler_operator(result.ti.task)
     msg = result.msg
     if ti.state == TaskInstanceState.DEFERRED and isinstance(msg, DeferTask):
-        kwargs = deserialize(msg.trigger_kwargs)
-        trigger = import_string(msg.classpath)(**kwargs)
+        kwargs = deserialize(msg.trigger_kwargs)  # type: ignore[type-var]
+        trigger = import_string(msg.classpath)(**kwargs)  # type: ignore[arg-type]
         future = triggers.submit(trigger)
         future.next_method = msg.next_method  # type: ignore[attr-defined]
         future.next_kwargs = msg.next_kwargs  # type: ignore[attr-defined]
@@ -116,9 +116,9 @@ def run_dag_runs(dag: Any, run_ids: Iterable[str] | None = None, *, timeout: flo
     """
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk import timezone
     from airflow.sdk.serde import serialize
     from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
 
@@ -184,9 +184,9 @@ def run_dag_runs(dag: Any, run_ids: Iterable[str] | None = None, *, timeout: flo
                     )
                     session.expunge(ti)
                 progressed = True
-                future = _run_one(ti, dag.task_dict[task_id], triggers)
-                if future is not None:
-                    pending[(run_id, task_id, map_index)] = (future, ti)
+                started = _run_one(ti, dag.task_dict[task_id], triggers)
+                if started is not None:
+                    pending[(run_id, task_id, map_index)] = (started, ti)
             if not progressed:
                 time.sleep(0.05)
     finally:

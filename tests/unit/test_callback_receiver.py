@@ -295,7 +295,7 @@ def test_trigger_serialises_and_times_out_without_touching_aws() -> None:
     assert classpath == "sagemaker_pipelines_provider.triggers.callback.CallbackMessageTrigger"
     again = CallbackMessageTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
-    event = asyncio.run(anext(again.run()))
+    event = asyncio.run(anext(again.run()))  # type: ignore[arg-type, var-annotated]
     assert event.payload["status"] == "timeout"
     event_classpath, event_kwargs = CallbackMessageEventTrigger(
         queue_url=QUEUE, pipeline_name="training"

@@ -92,9 +92,9 @@ def _intervals(**chain_defaults: Any) -> dict[str, float]:
         "mirror start": mirror.start_task.poll_interval,
         "mirror step": mirror.step_tasks["Prep"].poke_interval,
         "mirror result": mirror.result_task.poke_interval,
-        "chain link": link.start.poll_interval,
-        "chain callback start": with_callback.start.poll_interval,
-        "chain callback wait": with_callback.result_task.poke_interval,
+        "chain link": link.start.poll_interval,  # type: ignore[attr-defined]
+        "chain callback start": with_callback.start.poll_interval,  # type: ignore[attr-defined]
+        "chain callback wait": with_callback.result_task.poke_interval,  # type: ignore[attr-defined]
     }
 
 
