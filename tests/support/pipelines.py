@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
 
@@ -115,27 +115,37 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int =
         return None if row is None else XComModel.deserialize_value(row)
 
 
-class CallbackAnswerer:
-    """Answers the waiting callback steps of ``pipeline`` from a background thread (through our hook).
+class _Background:
+    """A daemon thread running ``_loop`` while the ``with`` block runs (stopped and joined at its end)."""
 
-    Finds tokens in ListPipelineExecutionSteps (``Metadata.Callback.CallbackToken``), as a reconciler would.
-    """
-
-    def __init__(self, local_aws: Any, pipeline: str, outputs: dict[str, Any]) -> None:
+    def __init__(self, local_aws: Any, pipeline: str) -> None:
         self.local_aws = local_aws
         self.pipeline = pipeline
-        self.outputs = outputs
-        self.answered: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> CallbackAnswerer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class CallbackAnswerer(_Background):
+    """Answers the waiting callback steps of ``pipeline`` from a background thread (through our hook).
+
+    Finds tokens in ListPipelineExecutionSteps (``Metadata.Callback.CallbackToken``), as a reconciler would.
+    """
+
+    def __init__(self, local_aws: Any, pipeline: str, outputs: dict[str, Any]) -> None:
+        super().__init__(local_aws, pipeline)
+        self.outputs = outputs
+        self.answered: list[str] = []
 
     def _loop(self) -> None:
         from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
@@ -158,24 +168,13 @@ class CallbackAnswerer:
             time.sleep(0.05)
 
 
-class Stopper:
+class Stopper(_Background):
     """Stops every execution of ``pipeline`` (with plain boto3) shortly after it starts executing."""
 
     def __init__(self, local_aws: Any, pipeline: str, after: float = 0.2) -> None:
-        self.local_aws = local_aws
-        self.pipeline = pipeline
+        super().__init__(local_aws, pipeline)
         self.after = after
         self.stopped: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Stopper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         sagemaker = self.local_aws.client("sagemaker")

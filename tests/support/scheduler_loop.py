@@ -76,17 +76,11 @@ def _scheduler() -> Any:
     return SchedulerJobRunner(job=Job(), executors=[executor])
 
 
-def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
-    """Run ``ti`` in-process; return the future of its trigger when it deferred."""
-    from airflow.sdk._shared.module_loading import import_string
+def sdk_task_instance(ti: Any) -> Any:
+    """The Task SDK's TaskInstance of the scheduler's ``ti`` (what a worker runs, a triggerer attaches)."""
     from airflow.sdk.api.datamodels._generated import TaskInstance as TaskInstanceSDK
-    from airflow.sdk.execution_time.comms import DeferTask
-    from airflow.sdk.execution_time.supervisor import run_task_in_process
-    from airflow.sdk.serde import deserialize
-    from airflow.serialization.serialized_objects import create_scheduler_operator
-    from airflow.utils.state import TaskInstanceState
 
-    sdk_ti = TaskInstanceSDK(
+    return TaskInstanceSDK(
         id=UUID(str(ti.id)),
         task_id=ti.task_id,
         dag_id=ti.dag_id,
@@ -95,7 +89,18 @@ def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
         map_index=ti.map_index,
         dag_version_id=UUID(str(ti.dag_version_id)),
     )
-    result = run_task_in_process(ti=sdk_ti, task=task)
+
+
+def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
+    """Run ``ti`` in-process; return the future of its trigger when it deferred."""
+    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.execution_time.comms import DeferTask
+    from airflow.sdk.execution_time.supervisor import run_task_in_process
+    from airflow.sdk.serde import deserialize
+    from airflow.serialization.serialized_objects import create_scheduler_operator
+    from airflow.utils.state import TaskInstanceState
+
+    result = run_task_in_process(ti=sdk_task_instance(ti), task=task)
     ti.set_state(result.ti.state)
     ti.task = create_scheduler_operator(result.ti.task)
     msg = result.msg
