@@ -36,6 +36,28 @@ from tests.support.pipelines import (
 pytestmark = pytest.mark.integration
 
 
+def run_restarted_once(local_aws: Any, dag_runner: Any) -> tuple[str, Any, Any]:
+    """A DAG whose task restarts once (``on_failed_retry="restart"``): its first execution fails, the
+    retry's fresh execution succeeds. Returns the pipeline, the DAG and the finished run."""
+    fast_endpoint(local_aws)
+    pipeline = create_pipeline(local_aws)
+    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
+
+    def repair(context: Any) -> None:  # the first execution failed: the next one will work
+        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
+
+    with dag() as d:
+        operator(
+            pipeline_name=pipeline,
+            parameters={"RunDate": "x"},
+            on_failed_retry="restart",
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=repair,
+        )
+    return pipeline, d, dag_runner.run_dag(d)
+
+
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 def test_parameters_rendered_from_the_data_interval_reach_the_execution(
     local_aws: Any, dag_runner: Any, deferrable: bool
@@ -253,23 +275,7 @@ def test_a_failed_execution_is_resumed_on_task_retry(
 
 
 def test_restart_mode_starts_a_fresh_execution(local_aws: Any, dag_runner: Any) -> None:
-    fast_endpoint(local_aws)
-    pipeline = create_pipeline(local_aws)
-    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
-
-    def repair(context: Any) -> None:  # the first execution failed: the next one will work
-        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
-
-    with dag() as d:
-        operator(
-            pipeline_name=pipeline,
-            parameters={"RunDate": "x"},
-            on_failed_retry="restart",
-            retries=1,
-            retry_delay=dt.timedelta(seconds=0),
-            on_retry_callback=repair,
-        )
-    run = dag_runner.run_dag(d)
+    pipeline, _, run = run_restarted_once(local_aws, dag_runner)
     assert dag_runner.task_states(run) == {"run": "success"}
     starts = calls(local_aws, "StartPipelineExecution", pipeline)
     assert len(starts) == 2
@@ -465,23 +471,7 @@ def test_a_clear_after_clear_on_success_wiped_the_state_reattaches_without_a_dup
     from sagemaker_pipelines_provider.operators.pipeline import REUSED_TOKEN_MARGIN
 
     monkeypatch.setenv("AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS", "True")
-    fast_endpoint(local_aws)
-    pipeline = create_pipeline(local_aws)
-    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
-
-    def repair(context: Any) -> None:  # the first execution failed: the next one will work
-        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
-
-    with dag() as d:
-        operator(
-            pipeline_name=pipeline,
-            parameters={"RunDate": "x"},
-            on_failed_retry="restart",
-            retries=1,
-            retry_delay=dt.timedelta(seconds=0),
-            on_retry_callback=repair,
-        )
-    run = dag_runner.run_dag(d)
+    pipeline, d, run = run_restarted_once(local_aws, dag_runner)
     assert dag_runner.task_states(run) == {"run": "success"}
     succeeded, failed = executions(local_aws, pipeline)
     assert (failed["PipelineExecutionStatus"], succeeded["PipelineExecutionStatus"]) == (
