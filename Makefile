@@ -7,7 +7,8 @@ EXTRAS := local,test,dev,stack
 # make test SYSTEM=0: leave the system tests (tests/system, the whole stack) out; refused in CI.
 SYSTEM ?= 1
 # pytest-xdist workers of the main pytest run (the tests mostly wait on I/O; each worker
-# has its own AIRFLOW_HOME, SQLite DB and local endpoint). WORKERS=0 runs in one process.
+# has its own AIRFLOW_HOME, SQLite DB and local endpoint; tests/conftest.py keeps the example-run checks on
+# one worker). WORKERS=0 runs in one process.
 WORKERS ?= 4
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
@@ -37,7 +38,7 @@ unit: $(STAMP)
 # The system tests start their own stack (free ports, a temporary state folder): a second pytest run,
 # after the rest, so that the other tests never share the machine with it.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not system" -n $(WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest tests -m "not system" -n $(WORKERS)
 	@if [ "$(SYSTEM)" = "0" ] && [ "$(CI)" != "true" ]; then \
 	  echo "system tests (tests/system) left out: SYSTEM=0 (make system-test runs them)"; \
 	else \

@@ -44,8 +44,8 @@ os.environ.pop("AWS_PROFILE", None)
 
 @pytest.fixture(scope="session")
 def example_runs(local_aws_endpoint: Any, airflow_db: Path) -> ExampleRuns:
-    """The example DAGs, the failure paths and the token error paths, run once per session (per xdist
-    worker: the tests using it share the ``xdist_group`` "example_runs") on the reset endpoint."""
+    """The example DAGs, the failure paths and the token error paths, run once per session on the reset
+    endpoint (with xdist: one worker runs all the tests using it, :func:`pytest_xdist_make_scheduler`)."""
     from sagemaker_pipelines_provider.local import dag_runs
     from sagemaker_pipelines_provider.local.pytest_plugin import LocalAws
 
@@ -65,3 +65,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = item.path.relative_to(REPO).as_posix()
         if path.startswith(_UNIT_PATHS) and item.get_closest_marker("subprocess") is None:
             item.add_marker(pytest.mark.unit)
+
+
+#: The test files that use ``example_runs``: xdist sends them to one worker, which runs the examples once.
+EXAMPLE_RUNS_TESTS = (
+    "tests/dags/test_example_dags.py",
+    "tests/integration/test_iam_policy.py",
+    "tests/integration/test_no_secret_in_logs.py",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Load scheduling (any test to any free worker) except :data:`EXAMPLE_RUNS_TESTS`, one unit.
+
+    (xdist's own ``--dist loadgroup`` does not group under pytest 9: it renames ``item._nodeid``, which
+    pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "example_runs" if nodeid.startswith(EXAMPLE_RUNS_TESTS) else nodeid
+
+    return Scheduling(config, log)

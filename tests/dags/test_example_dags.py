@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.example_dags import ExampleRuns
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("example_runs")]
+pytestmark = pytest.mark.integration
 
 
 def test_retraining_chain_runs_green(example_runs: ExampleRuns, dag_runner: Any) -> None:

@@ -33,7 +33,7 @@ import pytest
 
 from tests.support.example_dags import EXAMPLE_DAGS, ExampleRuns
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("example_runs")]
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "docs" / "iam-policy.json"

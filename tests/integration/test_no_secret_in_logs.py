@@ -29,7 +29,7 @@ from tests.support.example_dags import (
     ExampleRuns,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("example_runs")]
+pytestmark = pytest.mark.integration
 
 
 def test_example_dag_logs_hold_no_credentials(example_runs: ExampleRuns) -> None:
