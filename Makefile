@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed
 EXTRAS := local,test,dev,stack
 # make test SYSTEM=0: leave the system tests (tests/system, the whole stack) out; refused in CI.
 SYSTEM ?= 1
+# pytest-xdist workers of the main pytest run (the tests mostly wait on I/O; each worker
+# has its own AIRFLOW_HOME, SQLite DB and local endpoint; tests/conftest.py keeps the example-run checks on
+# one worker). WORKERS=0 runs in one process.
+WORKERS ?= 4
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: test lint typecheck pytest system-test demo up stack stack-down bench constraints clean
+.PHONY: test unit lint typecheck pytest system-test demo up stack stack-down bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +27,18 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check provider tests dags bench stack examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy provider/ stack/
+	$(BIN)/mypy provider/ stack/ tests/ dags/ examples/ bench/
+
+# The fast lane: the tests marked `unit` (tests/conftest.py: tests/unit, tests/compose, the DAG integrity
+# check; no endpoint, no child process), in one process (xdist workers cost more than they save here).
+UNIT_PATHS := tests/unit tests/compose tests/dags/test_dag_integrity.py
+unit: $(STAMP)
+	$(BIN)/python -m pytest $(UNIT_PATHS) -m unit -q
 
 # The system tests start their own stack (free ports, a temporary state folder): a second pytest run,
 # after the rest, so that the other tests never share the machine with it.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not system"
+	$(BIN)/python -m pytest tests -m "not system" -n $(WORKERS)
 	@if [ "$(SYSTEM)" = "0" ] && [ "$(CI)" != "true" ]; then \
 	  echo "system tests (tests/system) left out: SYSTEM=0 (make system-test runs them)"; \
 	else \

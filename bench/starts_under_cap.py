@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         controls.set_time_scale(args.time_scale)
         controls.set_default_step_duration(args.execution_seconds)
         sagemaker = boto3.session.Session().client("sagemaker")
-        sagemaker.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=definition(), RoleArn=ROLE_ARN)
+        sagemaker.create_pipeline(PipelineName=PIPELINE, PipelineDefinition=definition(), RoleArn=ROLE_ARN)  # type: ignore[call-arg]
         controls.set_concurrency_cap(PIPELINE, args.cap)
         hooks = [SageMakerPipelineHook(aws_conn_id=None, backoff_policy=policy) for _ in range(args.workers)]
         for hook in hooks:

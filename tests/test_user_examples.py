@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from user_env import REPO, run_pytest
+
+from tests.support.user_env import REPO, run_pytest
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ import json
 import re
 from pathlib import Path
 
-import compose_check
 import jsonschema
 import pytest
+
+from tests.compose import compose_check
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = (REPO / "docker-compose.yaml").read_text(encoding="utf-8")
@@ -47,7 +48,7 @@ def _replace(text: str, old: str, new: str) -> str:
 def _new_problems(
     project: compose_check.Project, baseline: list[compose_check.Problem], **texts: str
 ) -> list[str]:
-    problems = compose_check.validate(REPO, project=project, **texts)
+    problems = compose_check.validate(REPO, project=project, **texts)  # type: ignore[arg-type]
     return [str(p) for p in problems if p not in baseline]
 
 

@@ -14,7 +14,8 @@ import re
 from typing import Any
 
 import pytest
-from example_dags import executions, load_dag, prepare
+
+from tests.support.example_dags import executions, load_dag, prepare
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +34,13 @@ def _fast(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def trigger_like_the_ui(dag: Any, dag_runner: Any) -> str:
     """Create the run the REST API creates for ``{"logical_date": null}``; return its run id."""
-    import scheduler_loop
     from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
     from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    from tests.support import scheduler_loop
 
     dag_runner.sync_dag(dag)
     scheduler_loop.unpause(dag.dag_id)
@@ -64,7 +66,7 @@ def trigger_like_the_ui(dag: Any, dag_runner: Any) -> str:
 
 
 def run_like_the_ui(dag: Any, dag_runner: Any) -> Any:
-    import scheduler_loop
+    from tests.support import scheduler_loop
 
     run_id = trigger_like_the_ui(dag, dag_runner)
     (run,) = scheduler_loop.run_dag_runs(dag, [run_id], timeout=120)

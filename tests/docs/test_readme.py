@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from user_env import REPO, run_pytest, user_environ
+
+from tests.support.user_env import REPO, run_pytest, user_environ
 
 pytestmark = pytest.mark.integration
 

@@ -34,10 +34,11 @@ FIRST = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 def test_backfill_30_dates_respects_the_cap(
     local_aws: Any, dag_runner: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scheduler_loop
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.backfill import _create_backfill
     from airflow.models.pool import Pool
+
+    from tests.support import scheduler_loop
 
     monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL", "0.2")
     monkeypatch.setenv("SMP_MAX_CONCURRENT", str(AIRFLOW_CONCURRENCY))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     FAST_SENSOR,
     VISIBILITY,
     accepted_answers,

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     FAST_SENSOR,
     VISIBILITY,
     answer_calls,
@@ -31,8 +32,8 @@ from test_callback_helpers import (
     fast_endpoint,
     queue_counts,
     start,
-    wait_for,
     wait_status,
+    wait_until,
     waiting_token,
 )
 
@@ -102,7 +103,7 @@ def test_handler_killed_mid_work_message_returns_and_is_answered_on_retry(
     )
     began = time.monotonic()
     try:
-        wait_for(marker.exists, timeout=120, interval=0.2, what="the child's work task to start")
+        wait_until(marker.exists, timeout=120, interval=0.2, what="the child's work task to start")
         print(f"child work started after {time.monotonic() - began:.1f}s")
         time.sleep(VISIBILITY)  # the work holds the message for a while: its lease extends it
         assert queue_counts(local_aws, queue) == (0, 1), "the message must stay hidden while the work runs"
@@ -112,7 +113,7 @@ def test_handler_killed_mid_work_message_returns_and_is_answered_on_retry(
 
     assert answer_calls(local_aws, token) == [], "nothing may be answered by the killed handler"
     # the dead worker no longer extends the message: it comes back on its own
-    wait_for(
+    wait_until(
         lambda: queue_counts(local_aws, queue) == (1, 0),
         timeout=VISIBILITY * 4,
         what="the message to come back after the kill",

@@ -18,7 +18,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     FAST_SENSOR,
     VISIBILITY,
     accepted_answers,
@@ -29,8 +30,8 @@ from test_callback_helpers import (
     fast_endpoint,
     queue_counts,
     start,
-    wait_for,
     wait_status,
+    wait_until,
     waiting_token,
 )
 
@@ -153,7 +154,7 @@ def test_every_message_delivered_twice_each_token_answered_once_queue_empty(
     with Relay(local_aws, inbox, queue, copies=2) as relay:
         arns = [start(local_aws, pipeline, Dataset=f"s3://bucket/{i}") for i in range(2)]
         tokens = [waiting_token(local_aws, arn) for arn in arns]
-        wait_for(lambda: relay.relayed >= 2, what="the relay to copy the 2 callback messages")
+        wait_until(lambda: relay.relayed >= 2, what="the relay to copy the 2 callback messages")
         assert sum(queue_counts(local_aws, queue)) == 4
         with dag() as d:
             for i, arn in enumerate(arns):
@@ -235,7 +236,9 @@ def test_hundred_malformed_messages_mixed_in(local_aws: Any, dag_runner: Any, ca
     # sweep's delete of the same message), the 100 are all still on the queue
     deletes = local_aws.controls.calls(action="DeleteMessage")
     assert len(deletes) >= 3
-    wait_for(lambda: sum(queue_counts(local_aws, queue)) == 100, timeout=10, what="100 messages on the queue")
+    wait_until(
+        lambda: sum(queue_counts(local_aws, queue)) == 100, timeout=10, what="100 messages on the queue"
+    )
     logged = Counter(
         r.getMessage().split()[3] for r in caplog.records if r.getMessage().startswith("Ignoring malformed")
     )
@@ -253,7 +256,7 @@ def test_stopped_before_the_handler_runs_stopping_message_answered_execution_sto
     local_aws.client("sagemaker").stop_pipeline_execution(
         PipelineExecutionArn=arn, ClientRequestToken="stop-request-token-0123456789abcdef"
     )
-    wait_for(lambda: sum(queue_counts(local_aws, queue)) == 2, what="the Stopping message")
+    wait_until(lambda: sum(queue_counts(local_aws, queue)) == 2, what="the Stopping message")
     ran: dict[str, Any] = {}
     with dag() as d:
         handler("h", queue, echo_work("work", ran), pipeline_execution_arn=arn)
@@ -286,7 +289,7 @@ def test_stopped_while_the_work_runs_answered_and_stopped(local_aws: Any, dag_ru
         local_aws.client("sagemaker").stop_pipeline_execution(
             PipelineExecutionArn=arn, ClientRequestToken="stop-request-token-0123456789abcdef"
         )
-        wait_for(lambda: queue_counts(local_aws, queue)[0] == 1, what="the Stopping message")
+        wait_until(lambda: queue_counts(local_aws, queue)[0] == 1, what="the Stopping message")
         return {"passed": True, "rows": 1}
 
     with dag() as d:
@@ -318,7 +321,7 @@ def test_a_stale_copy_of_an_answered_token_does_not_steal_the_waiter(local_aws: 
     sqs.send_message(QueueUrl=queue, MessageBody=message_a["Body"])  # the stale copy, first in the queue
     arn_b = start(local_aws, pipeline, Dataset="s3://bucket/b")
     token_b = waiting_token(local_aws, arn_b)
-    wait_for(lambda: queue_counts(local_aws, queue) == (2, 0), what="A's copy and B's message")
+    wait_until(lambda: queue_counts(local_aws, queue) == (2, 0), what="A's copy and B's message")
     ran: dict[str, Any] = {}
     with dag() as d:
         handler("h", queue, echo_work("work", ran), pipeline_name=pipeline)
@@ -352,9 +355,9 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
             queue_url=queue, wait_time_seconds=1, inspect_visibility_timeout=5, **kwargs
         )
 
-    claimed = asyncio.run(anext(trigger(pipeline_execution_arn=arn, visibility_timeout=1).run())).payload
+    claimed = asyncio.run(anext(trigger(pipeline_execution_arn=arn, visibility_timeout=1).run())).payload  # type: ignore[arg-type, var-annotated]
     assert claimed["status"] == "success"
-    wait_for(lambda: queue_counts(local_aws, queue) == (1, 0), what="the lapsed claim")
+    wait_until(lambda: queue_counts(local_aws, queue) == (1, 0), what="the lapsed claim")
     sqs = local_aws.client("sqs")
     (elsewhere,) = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=2, WaitTimeSeconds=1)["Messages"]
     assert elsewhere["ReceiptHandle"] != claimed["message"]["receipt_handle"]  # a consumer that then dies
@@ -369,9 +372,9 @@ def test_claim_lapsed_and_the_message_received_elsewhere_before_the_answer(local
 
     # The dead consumer's copy comes back. A waiter of this provider (any route that matches it) deletes it
     # instead of taking it as new work, and keeps waiting.
-    wait_for(lambda: queue_counts(local_aws, queue)[1] == 0, what="the other consumer's claim to lapse")
+    wait_until(lambda: queue_counts(local_aws, queue)[1] == 0, what="the other consumer's claim to lapse")
     deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).isoformat()
-    event = asyncio.run(anext(trigger(pipeline_name=pipeline, timeout_at=deadline).run())).payload
+    event = asyncio.run(anext(trigger(pipeline_name=pipeline, timeout_at=deadline).run())).payload  # type: ignore[arg-type, var-annotated]
     assert event["status"] == "timeout", event
     assert queue_counts(local_aws, queue) == (0, 0)
     assert [c["status"] for c in answer_calls(local_aws, token)] == [200]

@@ -10,22 +10,25 @@ What a triggerer and scheduler would do is done here by the same code paths they
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     VISIBILITY,
     answer_calls,
     callback_pipeline,
     create_queue,
     dag,
     fast_endpoint,
+    next_event,
     queue_counts,
+    record_asset_event,
+    run_consuming,
     start,
     unique,
-    wait_for,
     wait_status,
+    wait_until,
     waiting_token,
 )
 
@@ -38,50 +41,6 @@ def _stop_leases() -> Any:
     from sagemaker_pipelines_provider.callbacks import lease
 
     lease.release_all()
-
-
-def next_event(trigger: Any) -> Any:
-    """Run the watcher trigger until it fires once (what the triggerer does, one event at a time)."""
-
-    async def first() -> Any:
-        return await anext(trigger.run())
-
-    return asyncio.run(asyncio.wait_for(first(), timeout=30))
-
-
-def record_asset_event(asset: Any, payload: Any) -> Any:
-    """Record the asset event as ``Trigger.submit_event`` does for an AssetWatcher's trigger."""
-    from airflow.assets.manager import AssetManager
-    from airflow.models.asset import AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        model = session.scalars(select(AssetModel).where(AssetModel.name == asset.name)).one()
-        event = AssetManager.register_asset_change(
-            asset=model.to_serialized(), extra={"from_trigger": True, "payload": payload}, session=session
-        )
-        session.flush()
-        return event.id
-
-
-def run_consuming(dag_runner: Any, handler_dag: Any, event_ids: list[int], monkeypatch: Any) -> Any:
-    """``dag.test()`` the handler DAG, its run consuming the given asset events as a scheduled run would."""
-    import airflow.models.dagrun as dagrun_module
-    from airflow.models.asset import AssetEvent
-
-    original = dagrun_module.get_or_create_dagrun
-
-    def with_events(*args: Any, **kwargs: Any) -> Any:
-        run = original(*args, **kwargs)
-        session = kwargs["session"]
-        for event_id in event_ids:
-            run.consumed_asset_events.append(session.get(AssetEvent, event_id))
-        session.commit()
-        return run
-
-    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", with_events)
-    return dag_runner.run_dag(handler_dag)
 
 
 def test_event_driven_handler_dag_answers_a_callback_end_to_end(
@@ -123,7 +82,7 @@ def test_event_driven_handler_dag_answers_a_callback_end_to_end(
     first = next_event(SageMakerCallbackEventTrigger(**trigger_kwargs))
     assert first.payload["token"] == token
     assert queue_counts(local_aws, queue) == (0, 1)
-    wait_for(
+    wait_until(
         lambda: queue_counts(local_aws, queue) == (1, 0), timeout=VISIBILITY * 4, what="the message back"
     )
 

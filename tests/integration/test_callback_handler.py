@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     FAST_SENSOR,
     VISIBILITY,
     accepted_answers,
@@ -53,7 +54,7 @@ def test_taskflow_work_answers_with_outputs_the_condition_uses(
         seen.append(arguments)
         return {"passed": True, "rows": 42}
 
-    sensor = dict(FAST_SENSOR)
+    sensor: dict[str, Any] = dict(FAST_SENSOR)
     if mode == "deferrable":
         sensor["deferrable"] = True
     else:
@@ -177,7 +178,8 @@ def test_template_payloads_in_arguments_are_data_never_rendered(
     """Arguments are untrusted: ``{{ ... }}`` reaches the work verbatim, large values never fill the logs."""
     from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
     from airflow.sdk import task
-    from test_callback_helpers import create_glue_job
+
+    from tests.support.callbacks import create_glue_job
 
     fast_endpoint(local_aws)
     queue = create_queue(local_aws)
@@ -229,7 +231,8 @@ def test_template_payloads_in_arguments_are_data_never_rendered(
 def test_routing_by_pipeline_name_and_match_arguments(local_aws: Any, dag_runner: Any) -> None:
     """Two handlers on one queue for one pipeline, told apart by an argument: each takes its own."""
     from airflow.sdk import task
-    from test_callback_helpers import start, waiting_token
+
+    from tests.support.callbacks import start, waiting_token
 
     fast_endpoint(local_aws)
     queue = create_queue(local_aws)

@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 import pytest
-from test_callback_helpers import (
+
+from tests.support.callbacks import (
     ROLE_ARN,
     accepted_answers,
     callback_pipeline,
@@ -57,7 +58,7 @@ def test_many_waiting_triggers_share_one_receive_loop(local_aws: Any) -> None:
             )
             for arn in arns
         ]
-        tasks = [asyncio.create_task(anext(t.run())) for t in triggers]
+        tasks = [asyncio.create_task(anext(t.run())) for t in triggers]  # type: ignore[arg-type, var-annotated]
         await asyncio.sleep(0)
         receivers.append(len(active_receivers()))
         return await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)

@@ -23,12 +23,12 @@ def test_references_set_dependencies_and_validate_patterns() -> None:
         def consume(arn: str) -> str:
             return arn
 
-        out = consume(features.execution_arn)
+        out = consume(features.execution_arn)  # type: ignore[arg-type]
         second = chain.pipeline(
             "evaluation", parameters={"ModelDataUrl": features.execution_id.format("s3://b/{}")}
         )
     assert isinstance(features.execution_arn, PipelineValue)
-    assert "c.features" in out.operator.upstream_task_ids
+    assert "c.features" in out.operator.upstream_task_ids  # type: ignore[attr-defined]
     assert second.start.upstream_task_ids == {"c.features"}
     with pytest.raises(ValueError, match="exactly one"):
         features.execution_id.format("s3://{}/{}")
@@ -81,7 +81,7 @@ def test_chain_feeds_outputs_forward_and_fans_out_per_market(local_aws: Any, dag
             parameters=markets().map(market_parameters),
             display_name="retraining-{{ ds_nodash }}-{{ ti.map_index }}",
         )
-        chain.add(report(features.execution_arn, retrain.execution_arns))
+        chain.add(report(features.execution_arn, retrain.execution_arns))  # type: ignore[arg-type]
 
     run = dag_runner.run_dag(dag, logical_date=START)
     states = dag_runner.task_states(run)

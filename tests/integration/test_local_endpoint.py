@@ -25,6 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 from sagemaker_pipelines_provider.local.seed import DEMO_PIPELINES
 
+from tests.support.waiting import wait_until
+
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
@@ -38,21 +40,6 @@ STATUS_CHANGE = "SageMaker Model Building Pipeline Execution Status Change"
 
 # ------------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def wait_until(
-    probe: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"
-) -> T:
-    """Call ``probe`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
 
 
 def processing_step(name: str, depends_on: Iterable[str] = ()) -> dict[str, Any]:
@@ -217,7 +204,9 @@ def test_callback_success_output_chooses_condition_branch(
     for passed in ("true", "false"):
         arn = sm.start_pipeline_execution(PipelineName="training")["PipelineExecutionArn"]
         message = wait_for_message(
-            sqs, queue_url, lambda body, arn=arn: body.get("pipelineExecutionArn") == arn
+            sqs,
+            queue_url,
+            lambda body, arn=arn: body.get("pipelineExecutionArn") == arn,  # type: ignore[misc]
         )
         token = message["token"]
         assert len(token) == 10 and token.isalnum()
@@ -417,8 +406,8 @@ def test_request_validation_against_service_model(local_aws: Any, sm: Any) -> No
     with pytest.raises(sm.exceptions.ResourceNotFound):
         describe(sm, "arn:aws:sagemaker:us-east-1:123456789012:pipeline/valid/execution/doesnotexist")
 
-    status, error = raw_sagemaker_call(local_aws.url, "DescribePipelineExecution", None, raw=b"{not json")
-    assert (status, error["__type"]) == (400, "SerializationException")
+    status, raw_error = raw_sagemaker_call(local_aws.url, "DescribePipelineExecution", None, raw=b"{not json")
+    assert (status, raw_error["__type"]) == (400, "SerializationException")
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def endpoint() -> Iterator[LocalEndpoint]:
 @pytest.fixture
 def fake(endpoint: LocalEndpoint) -> FakeEngine:
     endpoint.app.reset()
-    engine: FakeEngine = endpoint.engine
+    engine: FakeEngine = endpoint.engine  # type: ignore[assignment]
     engine.respond = lambda action, request: {}
     return engine
 

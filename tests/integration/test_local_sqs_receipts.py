@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from test_callback_helpers import create_queue, queue_counts, wait_for
+
+from tests.support.callbacks import create_queue, queue_counts, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +17,7 @@ def test_an_outdated_receipt_handle_deletes_nothing_and_cannot_hide_the_message(
     queue = create_queue(local_aws)
     sqs.send_message(QueueUrl=queue, MessageBody="hello")
     (first,) = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=1, WaitTimeSeconds=1)["Messages"]
-    wait_for(lambda: queue_counts(local_aws, queue) == (1, 0), timeout=10, what="the message to come back")
+    wait_until(lambda: queue_counts(local_aws, queue) == (1, 0), timeout=10, what="the message to come back")
     (again,) = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=30, WaitTimeSeconds=1)["Messages"]
     assert again["ReceiptHandle"] != first["ReceiptHandle"]
 

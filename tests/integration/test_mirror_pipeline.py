@@ -11,7 +11,8 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     FAST_BACKOFF,
     POLL,
     START_DATE,
@@ -179,11 +180,11 @@ def test_a_new_try_of_a_failed_step_task_resumes_the_execution(local_aws: Any, d
     ids=["defaults", "parametrized"],
 )
 def test_example_dag_runs_green(local_aws: Any, dag_runner: Any, run_conf: dict[str, Any] | None) -> None:
-    import mirror_pipeline
+    from tests.support.example_dags import load_dag
 
     fast_endpoint(local_aws)
     local_aws.seed()
-    d = mirror_pipeline.dag
+    d = load_dag("mirror_pipeline")
     for task in d.tasks:  # the example polls every 5 s; the test every 0.1 s
         if hasattr(task, "poke_interval"):
             task.poke_interval = POLL
@@ -201,7 +202,7 @@ def test_example_dag_runs_green(local_aws: Any, dag_runner: Any, run_conf: dict[
     }
     (execution,) = executions(local_aws, "evaluation")
     arn = execution["PipelineExecutionArn"]
-    assert_mirrors(mirror_pipeline.evaluation, states, endpoint_steps(local_aws, arn))
+    assert_mirrors(d.task_group_dict["evaluation"], states, endpoint_steps(local_aws, arn))
     result = xcom(run, "evaluation.result")
     assert (result["status"], result["pipeline_execution_arn"]) == ("Succeeded", arn)
     assert xcom(run, "evaluation.CheckAccuracy")["outputs"]["Outcome"] == "True"

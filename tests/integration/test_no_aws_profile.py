@@ -9,16 +9,15 @@ created in the test's process, then the code under test), ``serve --seed`` and `
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
-from user_env import VENV_BIN, run_pytest, user_environ
+
+from tests.support.output_lines import OutputLines
+from tests.support.user_env import VENV_BIN, run_pytest, user_environ
 
 pytestmark = pytest.mark.integration
 
@@ -48,28 +47,6 @@ def test_an_endpoint_created_by_hand():
 """
 
 
-def _lines(stream: IO[str]) -> queue.Queue[str | None]:
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _next_line(lines: queue.Queue[str | None], prefix: str, deadline: float, seen: list[str]) -> str:
-    while True:
-        line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        if line is None:
-            raise AssertionError("the server exited early:\n" + "\n".join(seen[-40:]))
-        seen.append(line)
-        if line.startswith(prefix):
-            return line
-
-
 def test_local_aws_fixture_with_a_missing_profile(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(USER_TEST)
     output = run_pytest(tmp_path, tmp_path)
@@ -86,16 +63,15 @@ def test_serve_and_seed_with_a_missing_profile(tmp_path: Path) -> None:
         text=True,
         env=env,
     )
-    seen: list[str] = []
     try:
         assert process.stdout is not None
-        lines = _lines(process.stdout)
+        lines = OutputLines(process.stdout)
         deadline = time.monotonic() + 60
-        seeded = json.loads(_next_line(lines, "# seeded: ", deadline, seen).removeprefix("# seeded: "))
+        seeded = json.loads(lines.next("# seeded: ", deadline).removeprefix("# seeded: "))
         assert "retraining" in seeded["pipelines"]
-        unset = _next_line(lines, "unset ", deadline, seen)
+        unset = lines.next("unset ", deadline)
         assert "AWS_PROFILE" in unset.split()
-        url = _next_line(lines, "export AWS_ENDPOINT_URL=", deadline, seen).split("=", 1)[1]
+        url = lines.next("export AWS_ENDPOINT_URL=", deadline).split("=", 1)[1]
 
         seed = subprocess.run(
             [str(command), "seed", "--endpoint-url", url],

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kill_helpers import (
+
+from tests.support.airflow_processes import (
     AirflowProcess,
     defer_in_this_process,
     share_the_sqlite_db,
@@ -31,7 +32,7 @@ from kill_helpers import (
     trigger_log_events,
     trigger_owner,
 )
-from test_pipeline_operator_helpers import (
+from tests.support.pipelines import (
     POLL,
     START_DATE,
     CallbackAnswerer,

@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import pytest
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     FAST_BACKOFF,
     POLL,
-    START_DATE,
     CallbackAnswerer,
     Failures,
     Stopper,
@@ -23,11 +23,12 @@ from test_pipeline_operator_helpers import (
     clear_and_run_again,
     create_pipeline,
     create_queue,
+    dag,
     executions,
     fast_endpoint,
+    operator,
     processing_step,
     task_state_rows,
-    unique,
     wait_until,
     xcom,
 )
@@ -35,22 +36,26 @@ from test_pipeline_operator_helpers import (
 pytestmark = pytest.mark.integration
 
 
-def operator(**kwargs: Any) -> Any:
-    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+def run_restarted_once(local_aws: Any, dag_runner: Any) -> tuple[str, Any, Any]:
+    """A DAG whose task restarts once (``on_failed_retry="restart"``): its first execution fails, the
+    retry's fresh execution succeeds. Returns the pipeline, the DAG and the finished run."""
+    fast_endpoint(local_aws)
+    pipeline = create_pipeline(local_aws)
+    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
 
-    kwargs.setdefault("task_id", "run")
-    kwargs.setdefault("poll_interval", POLL)
-    kwargs.setdefault("backoff_policy", FAST_BACKOFF)
-    return SageMakerPipelineOperator(**kwargs)
+    def repair(context: Any) -> None:  # the first execution failed: the next one will work
+        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
 
-
-def dag(dag_id: str | None = None, **kwargs: Any) -> Any:
-    from airflow.sdk import DAG
-
-    kwargs.setdefault("schedule", "@daily")
-    kwargs.setdefault("start_date", START_DATE)
-    kwargs.setdefault("catchup", False)
-    return DAG(dag_id or unique("op"), **kwargs)
+    with dag() as d:
+        operator(
+            pipeline_name=pipeline,
+            parameters={"RunDate": "x"},
+            on_failed_retry="restart",
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=repair,
+        )
+    return pipeline, d, dag_runner.run_dag(d)
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
@@ -270,23 +275,7 @@ def test_a_failed_execution_is_resumed_on_task_retry(
 
 
 def test_restart_mode_starts_a_fresh_execution(local_aws: Any, dag_runner: Any) -> None:
-    fast_endpoint(local_aws)
-    pipeline = create_pipeline(local_aws)
-    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
-
-    def repair(context: Any) -> None:  # the first execution failed: the next one will work
-        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
-
-    with dag() as d:
-        operator(
-            pipeline_name=pipeline,
-            parameters={"RunDate": "x"},
-            on_failed_retry="restart",
-            retries=1,
-            retry_delay=dt.timedelta(seconds=0),
-            on_retry_callback=repair,
-        )
-    run = dag_runner.run_dag(d)
+    pipeline, _, run = run_restarted_once(local_aws, dag_runner)
     assert dag_runner.task_states(run) == {"run": "success"}
     starts = calls(local_aws, "StartPipelineExecution", pipeline)
     assert len(starts) == 2
@@ -482,23 +471,7 @@ def test_a_clear_after_clear_on_success_wiped_the_state_reattaches_without_a_dup
     from sagemaker_pipelines_provider.operators.pipeline import REUSED_TOKEN_MARGIN
 
     monkeypatch.setenv("AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS", "True")
-    fast_endpoint(local_aws)
-    pipeline = create_pipeline(local_aws)
-    local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky")
-
-    def repair(context: Any) -> None:  # the first execution failed: the next one will work
-        local_aws.controls.set_step_behaviour(pipeline, "Train", fail="flaky", fail_attempts=0)
-
-    with dag() as d:
-        operator(
-            pipeline_name=pipeline,
-            parameters={"RunDate": "x"},
-            on_failed_retry="restart",
-            retries=1,
-            retry_delay=dt.timedelta(seconds=0),
-            on_retry_callback=repair,
-        )
-    run = dag_runner.run_dag(d)
+    pipeline, d, run = run_restarted_once(local_aws, dag_runner)
     assert dag_runner.task_states(run) == {"run": "success"}
     succeeded, failed = executions(local_aws, pipeline)
     assert (failed["PipelineExecutionStatus"], succeeded["PipelineExecutionStatus"]) == (

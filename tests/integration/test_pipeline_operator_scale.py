@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from test_pipeline_operator import dag, operator
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     FAST_BACKOFF,
     POLL,
     Failures,
@@ -27,8 +27,10 @@ from test_pipeline_operator_helpers import (
     calls,
     create_pipeline,
     create_queue,
+    dag,
     executions,
     fast_endpoint,
+    operator,
     processing_step,
     wait_until,
     xcom,
@@ -233,9 +235,9 @@ def test_300_starts_against_a_cap_of_20_all_succeed_never_more_than_20_at_once(
         )
         task.__dict__["hook"] = hook  # one shared client for the 300 operators
         ti = _TaskInstance("backfill", run_id, "run", index)
-        result = task.execute({"ti": ti, "task_state_store": _TaskStateStore()})  # type: ignore[arg-type]
-        assert ti.xcoms["pipeline_execution_arn"] == result["pipeline_execution_arn"]
-        return result
+        result = task.execute({"ti": ti, "task_state_store": _TaskStateStore()})  # type: ignore[arg-type, typeddict-item]
+        assert ti.xcoms["pipeline_execution_arn"] == result["pipeline_execution_arn"]  # type: ignore[index]
+        return result  # type: ignore[return-value]
 
     with ThreadPoolExecutor(max_workers=30) as pool:
         results = list(pool.map(run_one, range(300)))

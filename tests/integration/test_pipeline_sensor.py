@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_pipeline_operator import dag
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     POLL,
     Failures,
     calls,
     create_pipeline,
+    dag,
     executions,
     fast_endpoint,
     processing_step,
@@ -24,7 +25,7 @@ from test_pipeline_operator_helpers import (
 
 pytestmark = pytest.mark.integration
 
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "poke": {"mode": "poke"},
     "reschedule": {"mode": "reschedule"},
     "deferrable": {"deferrable": True},
@@ -42,7 +43,7 @@ def build(pipeline: str, failures: Failures | None = None, **sensor_kwargs: Any)
             import boto3
 
             sagemaker = boto3.client("sagemaker", region_name="us-east-1")
-            return str(sagemaker.start_pipeline_execution(PipelineName=pipeline)["PipelineExecutionArn"])
+            return str(sagemaker.start_pipeline_execution(PipelineName=pipeline)["PipelineExecutionArn"])  # type: ignore[call-arg]
 
         start_elsewhere() >> SageMakerPipelineExecutionSensor(
             task_id="watch",
@@ -63,7 +64,7 @@ def test_waits_for_an_execution_started_elsewhere_and_returns_its_result(
     pipeline = create_pipeline(
         local_aws, parameters=[], steps=[processing_step("Prep"), processing_step("Fit", ["Prep"])]
     )
-    run = dag_runner.run_dag(build(pipeline, **MODES[mode]))
+    run = dag_runner.run_dag(build(pipeline, **MODES[mode]))  # type: ignore[arg-type]
     assert dag_runner.task_states(run) == {"start_elsewhere": "success", "watch": "success"}
     (execution,) = executions(local_aws, pipeline)
     result = xcom(run, "watch")
@@ -88,7 +89,7 @@ def test_a_failed_execution_fails_the_sensor_naming_the_step(
     )
     local_aws.controls.set_step_behaviour(pipeline, "Fit", fail="bad data")
     failures = Failures()
-    run = dag_runner.run_dag(build(pipeline, failures, **MODES[mode]))
+    run = dag_runner.run_dag(build(pipeline, failures, **MODES[mode]))  # type: ignore[arg-type]
     assert dag_runner.task_states(run) == {"start_elsewhere": "success", "watch": "failed"}
     (message,) = failures.messages
     assert "ended Failed" in message

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pipeline_operator_helpers import POLL, create_pipeline, fast_endpoint, processing_step
+
+from tests.support.pipelines import POLL, create_pipeline, fast_endpoint, processing_step
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,8 @@ EXECUTION_LINE = re.compile(r"Pipeline execution (?P<arn>\S+) is (?P<status>\w+)
 def test_deferred_step_log_is_what_the_readme_says(local_aws: Any, dag_runner: Any, capfd: Any) -> None:
     from airflow.sdk import DAG
     from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
-    from test_pipeline_operator_helpers import START_DATE, unique
+
+    from tests.support.pipelines import START_DATE, unique
 
     fast_endpoint(local_aws, step_seconds=0.2)
     steps = ["A", "B", "C", "D"]

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
 from sagemaker_pipelines_provider.triggers.poller import active_pollers
-from test_pipeline_operator_helpers import (
+
+from tests.support.pipelines import (
     calls,
     create_pipeline,
     executions,
@@ -196,9 +197,10 @@ def test_cancelling_the_trigger(
     only handed to another triggerer (``TriggerRunnerSupervisor.update_triggers``); only the former may
     stop the execution."""
     from airflow.sdk import DAG
-    from kill_helpers import defer_in_this_process, task_sdk_comms
     from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
-    from test_pipeline_operator_helpers import START_DATE, unique
+
+    from tests.support.airflow_processes import defer_in_this_process, task_sdk_comms
+    from tests.support.pipelines import START_DATE, unique
 
     fast_endpoint(local_aws, step_seconds=30)
     pipeline = create_pipeline(local_aws, parameters=[], steps=[processing_step("Slow")])

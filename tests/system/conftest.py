@@ -123,7 +123,7 @@ class StackAws:
         if service not in self._clients:
             import boto3
 
-            self._clients[service] = boto3.client(
+            self._clients[service] = boto3.client(  # type: ignore[call-overload]
                 service,
                 endpoint_url=self.url,
                 region_name=self.region,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sagemaker_pipelines_provider.hooks.callback_queue import CallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.callback_receiver import ReceiverKey
 from sagemaker_pipelines_provider.triggers.poller import PollerKey
@@ -40,9 +40,9 @@ def test_serialises_to_the_four_trigger_kwargs_and_back() -> None:
 
 def test_builds_each_hook_with_the_same_arguments() -> None:
     args = AwsConnectionArgs.of("my_aws", "eu-west-1", False, {"connect_timeout": 5})
-    for hook in (args.hook(SageMakerPipelineHook), args.hook(CallbackQueueHook)):
+    for hook in (args.hook(SageMakerPipelineHook), args.hook(SageMakerCallbackQueueHook)):
         assert (hook.aws_conn_id, hook.region_name, hook.verify) == ("my_aws", "eu-west-1", False)
-        assert hook.config is not None and hook.config.connect_timeout == 5
+        assert hook.config is not None and hook.config.connect_timeout == 5  # type: ignore[attr-defined]
 
 
 def test_a_botocore_config_that_is_not_a_dict_is_refused() -> None:

@@ -22,7 +22,7 @@ from sagemaker_pipelines_provider.utils.backoff import (
 
 def client_error(code: str, status: int = 400, action: str = "DescribePipelineExecution") -> ClientError:
     return ClientError(
-        {"Error": {"Code": code, "Message": f"{code}!"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        {"Error": {"Code": code, "Message": f"{code}!"}, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]
         action,
     )
 

@@ -37,7 +37,7 @@ def _forget_settled_tokens() -> Any:
 
 
 def client(service: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
 
@@ -552,13 +552,13 @@ def test_poke_claims_its_message_releases_others_and_leaves_junk(sqs: Any, sagem
         inspect_visibility_timeout=5,
         aws_conn_id=None,
     )
-    sensor.hook = hook
+    sensor.hook = hook  # type: ignore[misc]
     sensor.sagemaker_hook = sagemaker[0]
     pushed: dict[str, Any] = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
-    result = sensor.poke({"ti": ti})  # type: ignore[arg-type]
+    result = sensor.poke({"ti": ti})  # type: ignore[arg-type, typeddict-item]
     assert result.is_done
-    assert result.xcom_value["receipt_handle"] == "rh-mine" and result.xcom_value["visibility_timeout"] == 90
+    assert result.xcom_value["receipt_handle"] == "rh-mine" and result.xcom_value["visibility_timeout"] == 90  # type: ignore[index]
     assert pushed == {"arguments": {"a": "1"}}
 
 
@@ -654,15 +654,15 @@ def test_deferred_sensor_renews_its_claim_on_resume_and_waits_again_if_it_lapsed
     sensor = SageMakerCallbackSensor(
         task_id="wait", queue_url=QUEUE, pipeline_execution_arn=ARN, visibility_timeout=90, deferrable=True
     )
-    sensor.hook = hook
+    sensor.hook = hook  # type: ignore[misc]
     renew = {"QueueUrl": QUEUE, "ReceiptHandle": "rh-m1", "VisibilityTimeout": 90}
     event = {"status": "success", "message": sensor_result(visibility_timeout=90)}
     pushed: dict[str, Any] = {}
     ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
 
     stub.add_response("change_message_visibility", {}, renew)  # the claim is still held: renewed
-    assert sensor.execute_complete({"ti": ti}, event)["receipt_handle"] == "rh-m1"  # type: ignore[arg-type]
+    assert sensor.execute_complete({"ti": ti}, event)["receipt_handle"] == "rh-m1"  # type: ignore[arg-type, typeddict-item]
 
     stub.add_client_error("change_message_visibility", "InvalidParameterValue", expected_params=renew)
     with pytest.raises(TaskDeferred):  # lapsed and received elsewhere: wait for the message again
-        sensor.execute_complete({"ti": ti}, event)  # type: ignore[arg-type]
+        sensor.execute_complete({"ti": ti}, event)  # type: ignore[arg-type, typeddict-item]

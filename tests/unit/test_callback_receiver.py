@@ -293,7 +293,7 @@ def test_trigger_serialises_and_times_out_without_touching_aws() -> None:
     assert classpath == "sagemaker_pipelines_provider.triggers.callback.SageMakerCallbackTrigger"
     again = SageMakerCallbackTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
-    event = asyncio.run(anext(again.run()))
+    event = asyncio.run(anext(again.run()))  # type: ignore[arg-type, var-annotated]
     assert event.payload["status"] == "timeout"
     event_classpath, event_kwargs = SageMakerCallbackEventTrigger(
         queue_url=QUEUE, pipeline_name="training"

@@ -71,7 +71,7 @@ def test_handler_routed_on_a_task_that_waits_is_refused(source: str) -> None:
         if source == "operator":
             arn: Any = SageMakerPipelineOperator(task_id="train", pipeline_name="training").execution_arn
         elif source == "sensor":
-            arn = SageMakerPipelineExecutionSensor(task_id="train", pipeline_execution_arn="arn").output[
+            arn = SageMakerPipelineExecutionSensor(task_id="train", pipeline_execution_arn="arn").output[  # type: ignore[index]
                 "pipeline_execution_arn"
             ]
         else:

@@ -83,12 +83,12 @@ def throttle(stub: Stubber, method: str) -> None:
 
 def test_botocore_retries_are_off_unless_configured() -> None:
     plain = SageMakerPipelineHook(aws_conn_id=None, region_name="us-east-1")
-    assert plain.config.retries == {"total_max_attempts": 1, "mode": "standard"}
-    assert plain.conn.meta.config.retries["total_max_attempts"] == 1
+    assert plain.config.retries == {"total_max_attempts": 1, "mode": "standard"}  # type: ignore[attr-defined]
+    assert plain.conn.meta.config.retries["total_max_attempts"] == 1  # type: ignore[attr-defined]
     custom = SageMakerPipelineHook(
         aws_conn_id=None, region_name="us-east-1", config={"retries": {"max_attempts": 7}}
     )
-    assert custom.config.retries == {"max_attempts": 7}
+    assert custom.config.retries == {"max_attempts": 7}  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -363,12 +363,12 @@ def test_failure_reason_is_cut_to_256_with_a_marker(hook: SageMakerPipelineHook,
         sent.update(params)
 
     event = "provide-client-params.sagemaker.SendPipelineExecutionStepFailure"
-    hook.conn.meta.events.register(event, capture)
+    hook.conn.meta.events.register(event, capture)  # type: ignore[attr-defined]
     stub.add_response("send_pipeline_execution_step_failure", {"PipelineExecutionArn": ARN})
     try:
         hook.send_step_failure("abcdefghij", "why " * 200, TOKEN)
     finally:
-        hook.conn.meta.events.unregister(event, capture)
+        hook.conn.meta.events.unregister(event, capture)  # type: ignore[attr-defined]
     assert len(sent["FailureReason"]) == 256
     assert sent["FailureReason"].endswith("...[truncated]")
     assert sent["FailureReason"].startswith("why why")

@@ -106,7 +106,7 @@ def test_trigger_round_trips_through_airflow_serialisation() -> None:
     )
     classpath, kwargs = original.serialize()
     assert classpath == CLASSPATH
-    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
+    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))  # type: ignore[arg-type]
     assert rebuilt.serialize() == original.serialize()
     row = Trigger.from_object(original)
     revived = import_string(row.classpath)(**Trigger._decrypt_kwargs(row.encrypted_kwargs))
@@ -248,25 +248,25 @@ def test_first_try_fails_with_the_reason_a_new_try_resumes_once(monkeypatch: pyt
     task = sensor(endpoint, monkeypatch)
     store = Store()
     with pytest.raises(AirflowException, match="spot reclaimed"):
-        task.poke({"ti": FakeTI(1), "task_state_store": store})
+        task.poke({"ti": FakeTI(1), "task_state_store": store})  # type: ignore[typeddict-item]
     assert endpoint.retries == []
 
     context = {"ti": FakeTI(2), "task_state_store": store}
-    assert task.poke(context) is False  # resumed; the old attempt is not the verdict
+    assert task.poke(context) is False  # type: ignore[arg-type]  # resumed; the old attempt is not the verdict
     assert len(endpoint.retries) == 1
-    assert task.poke(context) is False  # still waiting for the re-run: no second retry
+    assert task.poke(context) is False  # type: ignore[arg-type]  # still waiting for the re-run: no second retry
     assert len(endpoint.retries) == 1
     endpoint.steps = [entry("T", "Succeeded", 2)]
-    done = task.poke(context)
-    assert done.is_done and done.xcom_value["attempts"] == 2
+    done = task.poke(context)  # type: ignore[arg-type]
+    assert done.is_done and done.xcom_value["attempts"] == 2  # type: ignore[index, union-attr]
 
 
 def test_a_new_try_waits_for_the_execution_to_end_before_resuming(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = SyncEndpoint("Executing", [entry("T", "Failed", 1, reason="x"), entry("U", "Executing")])
     task = sensor(endpoint, monkeypatch)
     context = {"ti": FakeTI(2), "task_state_store": Store()}
-    assert task.poke(context) is False
+    assert task.poke(context) is False  # type: ignore[arg-type]
     assert endpoint.retries == []  # SageMaker only resumes a Failed execution
     endpoint.status = "Failed"
-    assert task.poke(context) is False
+    assert task.poke(context) is False  # type: ignore[arg-type]
     assert len(endpoint.retries) == 1

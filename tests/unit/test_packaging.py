@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: pip builds the wheel in a child process.
+pytestmark = pytest.mark.subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 
 

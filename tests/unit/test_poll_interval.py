@@ -27,7 +27,8 @@ from sagemaker_pipelines_provider.utils.poll_interval import (
     DEFAULT_POLL_INTERVAL,
     default_poll_interval,
 )
-from user_env import user_environ
+
+from tests.support.user_env import user_environ
 
 ENV = "AIRFLOW__SAGEMAKER_PIPELINES__DEFAULT_POLL_INTERVAL"
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/abc"
@@ -91,9 +92,9 @@ def _intervals(**chain_defaults: Any) -> dict[str, float]:
         "mirror start": mirror.start_task.poll_interval,
         "mirror step": mirror.step_tasks["Prep"].poke_interval,
         "mirror result": mirror.result_task.poke_interval,
-        "chain link": link.start.poll_interval,
-        "chain callback start": with_callback.start.poll_interval,
-        "chain callback wait": with_callback.result_task.poke_interval,
+        "chain link": link.start.poll_interval,  # type: ignore[attr-defined]
+        "chain callback start": with_callback.start.poll_interval,  # type: ignore[attr-defined]
+        "chain callback wait": with_callback.result_task.poke_interval,  # type: ignore[attr-defined]
     }
 
 
@@ -120,6 +121,7 @@ def test_an_explicit_argument_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert chain_default == {"chain link": 3, "chain callback start": 3, "chain callback wait": 3}
 
 
+@pytest.mark.subprocess
 def test_airflow_cfg_sets_it_and_the_cli_shows_it(tmp_path: Path) -> None:
     """A user's Airflow home whose airflow.cfg sets the option: the provider and ``airflow config`` agree."""
     home = tmp_path / "home"

@@ -53,7 +53,7 @@ def test_round_trips_through_airflow_trigger_serialisation() -> None:
     assert classpath == CLASSPATH
 
     # Worker side: the task runner serde-encodes the kwargs of the deferral.
-    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
+    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))  # type: ignore[arg-type]
     assert rebuilt.serialize() == original.serialize()
 
     # Triggerer side: the Trigger row stores encrypted kwargs; the triggerer decrypts and instantiates.

@@ -25,6 +25,8 @@ from sagemaker_pipelines_provider.local.engine import (
     ResourceNotFound,
 )
 
+from tests.support.waiting import wait_until
+
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerPipelineRole"
 TERMINAL = ("Succeeded", "Failed", "Stopped")
@@ -122,23 +124,14 @@ def describe(engine: PipelineEngine, arn: str) -> dict[str, Any]:
     return call(engine, "DescribePipelineExecution", PipelineExecutionArn=arn)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
-
-
 def wait(
     engine: PipelineEngine, arn: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 10.0
 ) -> dict[str, Any]:
-    return wait_until(
-        lambda: (d := describe(engine, arn)) and d["PipelineExecutionStatus"] in statuses and d, timeout
-    )
+    def ended() -> dict[str, Any] | None:
+        described = describe(engine, arn)
+        return described if described["PipelineExecutionStatus"] in statuses else None
+
+    return wait_until(ended, timeout)
 
 
 def steps_of(engine: PipelineEngine, arn: str) -> dict[str, dict[str, Any]]:

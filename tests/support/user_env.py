@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 MISSING_PROFILE = "profile-that-does-not-exist"
 _SESSION_PREFIXES = ("AIRFLOW", "_AIRFLOW", "AWS_", "SMP_", "PYTEST_", "PYTHONPATH")

@@ -76,17 +76,11 @@ def _scheduler() -> Any:
     return SchedulerJobRunner(job=Job(), executors=[executor])
 
 
-def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
-    """Run ``ti`` in-process; return the future of its trigger when it deferred."""
-    from airflow.sdk._shared.module_loading import import_string
+def sdk_task_instance(ti: Any) -> Any:
+    """The Task SDK's TaskInstance of the scheduler's ``ti`` (what a worker runs, a triggerer attaches)."""
     from airflow.sdk.api.datamodels._generated import TaskInstance as TaskInstanceSDK
-    from airflow.sdk.execution_time.comms import DeferTask
-    from airflow.sdk.execution_time.supervisor import run_task_in_process
-    from airflow.sdk.serde import deserialize
-    from airflow.serialization.serialized_objects import create_scheduler_operator
-    from airflow.utils.state import TaskInstanceState
 
-    sdk_ti = TaskInstanceSDK(
+    return TaskInstanceSDK(
         id=UUID(str(ti.id)),
         task_id=ti.task_id,
         dag_id=ti.dag_id,
@@ -95,13 +89,24 @@ def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
         map_index=ti.map_index,
         dag_version_id=UUID(str(ti.dag_version_id)),
     )
-    result = run_task_in_process(ti=sdk_ti, task=task)
+
+
+def _run_one(ti: Any, task: Any, triggers: _TriggerLoop) -> Future[Any] | None:
+    """Run ``ti`` in-process; return the future of its trigger when it deferred."""
+    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.execution_time.comms import DeferTask
+    from airflow.sdk.execution_time.supervisor import run_task_in_process
+    from airflow.sdk.serde import deserialize
+    from airflow.serialization.serialized_objects import create_scheduler_operator
+    from airflow.utils.state import TaskInstanceState
+
+    result = run_task_in_process(ti=sdk_task_instance(ti), task=task)
     ti.set_state(result.ti.state)
     ti.task = create_scheduler_operator(result.ti.task)
     msg = result.msg
     if ti.state == TaskInstanceState.DEFERRED and isinstance(msg, DeferTask):
-        kwargs = deserialize(msg.trigger_kwargs)
-        trigger = import_string(msg.classpath)(**kwargs)
+        kwargs = deserialize(msg.trigger_kwargs)  # type: ignore[type-var]
+        trigger = import_string(msg.classpath)(**kwargs)  # type: ignore[arg-type]
         future = triggers.submit(trigger)
         future.next_method = msg.next_method  # type: ignore[attr-defined]
         future.next_kwargs = msg.next_kwargs  # type: ignore[attr-defined]
@@ -116,9 +121,9 @@ def run_dag_runs(dag: Any, run_ids: Iterable[str] | None = None, *, timeout: flo
     """
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk import timezone
     from airflow.sdk.serde import serialize
     from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
 
@@ -184,9 +189,9 @@ def run_dag_runs(dag: Any, run_ids: Iterable[str] | None = None, *, timeout: flo
                     )
                     session.expunge(ti)
                 progressed = True
-                future = _run_one(ti, dag.task_dict[task_id], triggers)
-                if future is not None:
-                    pending[(run_id, task_id, map_index)] = (future, ti)
+                started = _run_one(ti, dag.task_dict[task_id], triggers)
+                if started is not None:
+                    pending[(run_id, task_id, map_index)] = (started, ti)
             if not progressed:
                 time.sleep(0.05)
     finally:

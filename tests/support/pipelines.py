@@ -1,4 +1,4 @@
-"""Shared helpers of the pipeline operator / sensor / trigger integration tests (no tests here).
+"""Helpers of the pipeline operator / sensor / trigger integration tests.
 
 Everything runs against the local endpoint (``local_aws`` fixture) in Airflow DAG tests (``dag_runner``):
 ``dag.test()`` in-process, deferrable tasks with their triggers in line, retries in line.
@@ -6,19 +6,19 @@ Everything runs against the local endpoint (``local_aws`` fixture) in Airflow DA
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any, Self
 
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy
 
-T = TypeVar("T")
+from tests.support.endpoint import ROLE_ARN, START_DATE, create_queue, executions, fast_endpoint, unique
+from tests.support.waiting import wait_until
 
-ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerPipelineExecutionRole"
+__all__ = ["ROLE_ARN", "START_DATE", "create_queue", "executions", "fast_endpoint", "unique", "wait_until"]
+
 #: Small delays so that throttling and capacity waits cost milliseconds, not seconds.
 FAST_BACKOFF = BackoffPolicy(
     base_delay=0.02,
@@ -29,13 +29,6 @@ FAST_BACKOFF = BackoffPolicy(
     capacity_max_delay=0.3,
 )
 POLL = 0.1
-START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-_ids = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    """A DAG id (or pipeline name) no other test of the session uses."""
-    return f"{prefix}-{next(_ids)}-{int(time.time() * 1000) % 100000}"
 
 
 def processing_step(name: str, depends_on: Iterable[str] = (), **arguments: Any) -> dict[str, Any]:
@@ -90,25 +83,6 @@ def create_pipeline(
     return name
 
 
-def fast_endpoint(local_aws: Any, step_seconds: float = 0.05) -> None:
-    """Steps take ``step_seconds`` of real time."""
-    local_aws.controls.set_time_scale(1.0)
-    local_aws.controls.set_default_step_duration(step_seconds)
-
-
-def executions(local_aws: Any, pipeline: str) -> list[dict[str, Any]]:
-    """Every execution of ``pipeline`` (all pages), newest first."""
-    client = local_aws.client("sagemaker")
-    found: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"PipelineName": pipeline, "MaxResults": 100}
-    while True:
-        page = client.list_pipeline_executions(**kwargs)
-        found.extend(page["PipelineExecutionSummaries"])
-        if not page.get("NextToken"):
-            return found
-        kwargs["NextToken"] = page["NextToken"]
-
-
 def calls(local_aws: Any, action: str, pipeline: str | None = None) -> list[dict[str, Any]]:
     """Recorded calls of ``action`` (to ``pipeline`` when given, by name or execution ARN)."""
     found = local_aws.controls.calls(action=action)
@@ -121,20 +95,6 @@ def _mentions(args: dict[str, Any], pipeline: str) -> bool:
     name = str(args.get("PipelineName") or "")
     arn = str(args.get("PipelineExecutionArn") or "")
     return name == pipeline or name.endswith(f"/{pipeline}") or f":pipeline/{pipeline}/" in arn
-
-
-def wait_until(
-    probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.02, what: str = ""
-) -> T:
-    """Call ``probe`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last: {value!r}")
-        time.sleep(interval)
 
 
 def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
@@ -155,27 +115,37 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int =
         return None if row is None else XComModel.deserialize_value(row)
 
 
-class CallbackAnswerer:
-    """Answers the waiting callback steps of ``pipeline`` from a background thread (through our hook).
+class _Background:
+    """A daemon thread running ``_loop`` while the ``with`` block runs (stopped and joined at its end)."""
 
-    Finds tokens in ListPipelineExecutionSteps (``Metadata.Callback.CallbackToken``), as a reconciler would.
-    """
-
-    def __init__(self, local_aws: Any, pipeline: str, outputs: dict[str, Any]) -> None:
+    def __init__(self, local_aws: Any, pipeline: str) -> None:
         self.local_aws = local_aws
         self.pipeline = pipeline
-        self.outputs = outputs
-        self.answered: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> CallbackAnswerer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class CallbackAnswerer(_Background):
+    """Answers the waiting callback steps of ``pipeline`` from a background thread (through our hook).
+
+    Finds tokens in ListPipelineExecutionSteps (``Metadata.Callback.CallbackToken``), as a reconciler would.
+    """
+
+    def __init__(self, local_aws: Any, pipeline: str, outputs: dict[str, Any]) -> None:
+        super().__init__(local_aws, pipeline)
+        self.outputs = outputs
+        self.answered: list[str] = []
 
     def _loop(self) -> None:
         from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
@@ -198,24 +168,13 @@ class CallbackAnswerer:
             time.sleep(0.05)
 
 
-class Stopper:
+class Stopper(_Background):
     """Stops every execution of ``pipeline`` (with plain boto3) shortly after it starts executing."""
 
     def __init__(self, local_aws: Any, pipeline: str, after: float = 0.2) -> None:
-        self.local_aws = local_aws
-        self.pipeline = pipeline
+        super().__init__(local_aws, pipeline)
         self.after = after
         self.stopped: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Stopper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         sagemaker = self.local_aws.client("sagemaker")
@@ -239,11 +198,6 @@ class Failures:
 
     def __call__(self, context: Any) -> None:
         self.messages.append(str(context.get("exception")))
-
-
-def create_queue(local_aws: Any) -> str:
-    """A fresh SQS queue on the endpoint (for Callback steps); returns its URL."""
-    return str(local_aws.client("sqs").create_queue(QueueName=unique("callbacks"))["QueueUrl"])
 
 
 def callback_step(name: str, queue_url: str, depends_on: Iterable[str] = ()) -> dict[str, Any]:
@@ -321,3 +275,23 @@ def clear_and_run_again(dag: Any, dag_run: Any, task_id: str) -> str | None:
         session.commit()
         state = find(session).state
         return None if state is None else str(state)
+
+
+def operator(**kwargs: Any) -> Any:
+    """A ``SageMakerPipelineOperator`` (task ``run``) with the tests' short poll interval and backoff."""
+    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
+
+    kwargs.setdefault("task_id", "run")
+    kwargs.setdefault("poll_interval", POLL)
+    kwargs.setdefault("backoff_policy", FAST_BACKOFF)
+    return SageMakerPipelineOperator(**kwargs)
+
+
+def dag(dag_id: str | None = None, **kwargs: Any) -> Any:
+    """A daily DAG starting :data:`START_DATE`, no catch-up, with a unique id unless given."""
+    from airflow.sdk import DAG
+
+    kwargs.setdefault("schedule", "@daily")
+    kwargs.setdefault("start_date", START_DATE)
+    kwargs.setdefault("catchup", False)
+    return DAG(dag_id or unique("op"), **kwargs)

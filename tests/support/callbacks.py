@@ -1,4 +1,4 @@
-"""Shared helpers of the callback integration tests (no tests here).
+"""Helpers of the callback integration tests.
 
 Everything runs against the local endpoint (``local_aws`` fixture): pipelines with a Callback step are
 created with plain boto3, executions are started by ``SageMakerPipelineOperator`` (or boto3), and handler
@@ -7,30 +7,19 @@ DAGs run in-process with ``dag.test()`` (``dag_runner``).
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
+import asyncio
 import json
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerPipelineExecutionRole"
-START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+from tests.support.endpoint import ROLE_ARN, START_DATE, create_queue, fast_endpoint, unique
+from tests.support.waiting import wait_until
+
+__all__ = ["create_queue", "fast_endpoint", "wait_until"]
+
 #: Short SQS settings so that tests take seconds: long polls of 1 s, messages back 3 s after a crash.
 FAST_SENSOR = {"wait_time_seconds": 1, "inspect_visibility_timeout": 5, "timeout": 60, "poke_interval": 0.2}
 VISIBILITY = 3
-_ids = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    """A name no other test of the session uses."""
-    return f"{prefix}-{next(_ids)}-{int(time.time() * 1000) % 100000}"
-
-
-def create_queue(local_aws: Any, name: str | None = None, **attributes: str) -> str:
-    """A fresh SQS queue on the endpoint; returns its URL."""
-    sqs = local_aws.client("sqs")
-    return str(sqs.create_queue(QueueName=name or unique("callbacks"), Attributes=attributes)["QueueUrl"])
 
 
 def callback_pipeline(
@@ -109,34 +98,14 @@ def start(local_aws: Any, pipeline: str, **parameters: str) -> str:
     return str(response["PipelineExecutionArn"])
 
 
-def fast_endpoint(local_aws: Any, step_seconds: float = 0.05) -> None:
-    """Simulated steps take ``step_seconds`` of real time."""
-    local_aws.controls.set_time_scale(1.0)
-    local_aws.controls.set_default_step_duration(step_seconds)
-
-
 def describe(local_aws: Any, arn: str) -> dict[str, Any]:
     return dict(local_aws.client("sagemaker").describe_pipeline_execution(PipelineExecutionArn=arn))
 
 
-def wait_for(
-    predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; return it (fail the test on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 def wait_status(local_aws: Any, arn: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
     """Wait until the execution is in one of ``statuses``; return DescribePipelineExecution."""
-    return wait_for(  # type: ignore[no-any-return]
-        lambda: (d := describe(local_aws, arn))["PipelineExecutionStatus"] in statuses and d,
+    return wait_until(
+        lambda: d if (d := describe(local_aws, arn))["PipelineExecutionStatus"] in statuses else None,
         timeout=timeout,
         what=f"{arn} to be {'/'.join(statuses)}",
     )
@@ -157,7 +126,7 @@ def waiting_token(local_aws: Any, arn: str, timeout: float = 30.0) -> str:
                 return str(token)
         return None
 
-    return wait_for(find, timeout=timeout, what=f"a waiting callback of {arn}")  # type: ignore[no-any-return]
+    return wait_until(find, timeout=timeout, what=f"a waiting callback of {arn}")
 
 
 def queue_counts(local_aws: Any, queue_url: str) -> tuple[int, int]:
@@ -248,3 +217,48 @@ def job_outcome_control(local_aws: Any) -> Any:
     (``name``: task definition family; later tasks' containers exit ``exit_code``).
     """
     return getattr(local_aws.controls, "set_job_outcome", None)
+
+
+def next_event(trigger: Any) -> Any:
+    """Run the watcher trigger until it fires once (what the triggerer does, one event at a time)."""
+
+    async def first() -> Any:
+        return await anext(trigger.run())
+
+    return asyncio.run(asyncio.wait_for(first(), timeout=30))
+
+
+def record_asset_event(asset: Any, payload: Any) -> Any:
+    """Record the asset event as ``Trigger.submit_event`` does for an AssetWatcher's trigger."""
+    from airflow.assets.manager import AssetManager
+    from airflow.models.asset import AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        model = session.scalars(select(AssetModel).where(AssetModel.name == asset.name)).one()
+        event = AssetManager.register_asset_change(
+            asset=model.to_serialized(), extra={"from_trigger": True, "payload": payload}, session=session
+        )
+        session.flush()
+        assert event is not None, "the asset change was not recorded"
+        return event.id
+
+
+def run_consuming(dag_runner: Any, handler_dag: Any, event_ids: list[int], monkeypatch: Any) -> Any:
+    """``dag.test()`` the handler DAG, its run consuming the given asset events as a scheduled run would."""
+    import airflow.models.dagrun as dagrun_module
+    from airflow.models.asset import AssetEvent
+
+    original = dagrun_module.get_or_create_dagrun
+
+    def with_events(*args: Any, **kwargs: Any) -> Any:
+        run = original(*args, **kwargs)
+        session = kwargs["session"]
+        for event_id in event_ids:
+            run.consumed_asset_events.append(session.get(AssetEvent, event_id))
+        session.commit()
+        return run
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", with_events)
+    return dag_runner.run_dag(handler_dag)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from test_pipeline_operator_helpers import wait_until
+from tests.support.scheduler_loop import sdk_task_instance
+from tests.support.waiting import wait_until
 
 #: Runs ``python -m airflow ARGS`` with SIGTERM on the death of the parent (the test process).
 _AIRFLOW_CHILD = (
@@ -42,7 +43,7 @@ class DeferredTask:
         from airflow.sdk._shared.module_loading import import_string
         from airflow.sdk.serde import deserialize
 
-        return import_string(self.defer.classpath)(**deserialize(self.defer.trigger_kwargs))
+        return import_string(self.defer.classpath)(**deserialize(self.defer.trigger_kwargs))  # type: ignore[arg-type]
 
     def state(self) -> str | None:
         from airflow.models.taskinstance import TaskInstance
@@ -81,7 +82,6 @@ def defer_in_this_process(dag_runner: Any, dag: Any, task_id: str) -> DeferredTa
     defers. Nothing runs the trigger: the task instance stays DEFERRED in the metadata DB."""
     from airflow.models.dagrun import get_or_create_dagrun
     from airflow.sdk import timezone
-    from airflow.sdk.api.datamodels._generated import TaskInstance as SdkTaskInstance
     from airflow.sdk.execution_time.comms import DeferTask
     from airflow.sdk.execution_time.supervisor import run_task_in_process
     from airflow.serialization.serialized_objects import DagSerialization
@@ -114,15 +114,7 @@ def defer_in_this_process(dag_runner: Any, dag: Any, task_id: str) -> DeferredTa
         session.refresh(ti)
         session.expunge(ti)
     ti.set_state(TaskInstanceState.QUEUED)
-    sdk_ti = SdkTaskInstance(
-        id=UUID(str(ti.id)),
-        task_id=ti.task_id,
-        dag_id=ti.dag_id,
-        run_id=ti.run_id,
-        try_number=ti.try_number,
-        map_index=ti.map_index,
-        dag_version_id=UUID(str(ti.dag_version_id)),
-    )
+    sdk_ti = sdk_task_instance(ti)
     result = run_task_in_process(ti=sdk_ti, task=dag.task_dict[task_id])
     assert isinstance(result.msg, DeferTask), f"{task_id} did not defer: {result.state} {result.error!r}"
     deferred = DeferredTask(ti=ti, sdk_ti=sdk_ti, defer=result.msg, scheduler_dag=scheduler_dag)

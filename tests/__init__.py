@@ -1,0 +1,1 @@
+"""The provider's test suite (``tests.support``: what the tests share)."""
