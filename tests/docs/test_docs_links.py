@@ -10,8 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *(REPO / "docs").glob("*.md")])
-#: Pages of docs/ written on other branches of issue #14; empty this set once they are merged.
-ELSEWHERE = {"docs/result-schema.md", "docs/triggerer.md"}
 #: Files outside the repository that its text must never cite (built so that this file does not match).
 OUTSIDE = ("REFERENCE" + ".md", "ARCHITECTURE" + ".md", "../" + "shared")
 SCANNED = (
@@ -58,8 +56,7 @@ def test_relative_links_point_at_files_and_headings_of_the_repository(document: 
         if not path.is_relative_to(REPO):
             broken.append(f"{link}: outside the repository")
         elif not path.exists():
-            if relative not in ELSEWHERE:
-                broken.append(f"{link}: no file {relative}")
+            broken.append(f"{link}: no file {relative}")
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{link}: no heading #{anchor} in {relative}")
     assert not broken, f"{document.name}: " + "; ".join(broken)
