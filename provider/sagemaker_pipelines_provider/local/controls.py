@@ -17,6 +17,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Literal
 
+from sagemaker_pipelines_provider.utils.arn import as_pipeline_name
+
 from .server.job_outcomes import DEFAULT_JOB_FAILURE
 
 __all__ = ["LocalControlError", "LocalControls"]
@@ -210,6 +212,6 @@ class LocalControls:
 def _peak_from_engine_stats(engine: dict[str, Any], pipeline: str) -> int:
     """A pipeline's peak from the engine's ``peak_concurrency`` (keyed by pipeline name; an ARN or a
     different letter case names the same pipeline)."""
-    name = pipeline.rsplit(":pipeline/", 1)[-1].lower()
+    name = as_pipeline_name(pipeline).lower()
     peaks = engine.get("peak_concurrency") or {}
     return max((int(v) for k, v in peaks.items() if k.lower() == name), default=0)

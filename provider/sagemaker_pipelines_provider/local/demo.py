@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sagemaker_pipelines_provider.utils.arn import ExecutionArn
+
 DEMO_RUNS: tuple[tuple[str, int], ...] = (("retraining_chain", 1), ("historical_retraining", 3))
 FIRST_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 #: Simulated step duration (seconds): long enough to see steps overlap, short enough for a quick demo.
@@ -116,7 +118,7 @@ def _execution_rows(sagemaker: Any) -> list[dict[str, Any]]:
                     {
                         "date": _row_date(summary.get("PipelineExecutionDisplayName"), params),
                         "pipeline": name,
-                        "execution": arn.rsplit("/", 1)[-1],
+                        "execution": ExecutionArn.parse(arn).execution_id,
                         "status": summary["PipelineExecutionStatus"],
                         "steps": f"{sum(s['StepStatus'] == 'Succeeded' for s in steps)}/{len(steps)}",
                         "duration": f"{duration.total_seconds():.1f}s",
