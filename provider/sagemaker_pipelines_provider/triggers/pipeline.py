@@ -8,8 +8,8 @@ docs/triggerer.md. ``PipelineExecutionTrigger`` is a deprecated alias.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -33,7 +33,6 @@ from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
 from sagemaker_pipelines_provider.utils.tokens import stop_token
 
 CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.SageMakerPipelineExecutionTrigger"
-T = TypeVar("T")
 
 
 class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
@@ -172,22 +171,13 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         except TimeoutError:
             return None
 
-    async def _call(self, poller: ExecutionStatusPoller, call: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``call(client)`` on the poller's client, or on a client of our own if it has none."""
-        client = await poller.client()
-        if client is not None:
-            return await call(client)
-        async with poller.hook.async_client() as own:
-            return await call(own)
-
     async def _list_steps(
         self, poller: ExecutionStatusPoller, seen_steps: dict[str, str]
     ) -> list[dict[str, Any]]:
         """List the steps and log one line per step whose status changed since the last listing."""
         hook, arn = poller.hook, self.pipeline_execution_arn
-        steps = await self._call(
-            poller, lambda client: hook.alist_pipeline_execution_steps(arn, client=client)
-        )
+        async with poller.lent.borrow() as client:
+            steps = await hook.alist_pipeline_execution_steps(arn, client=client)
         new_seen, lines = step_transitions(seen_steps, steps, self.step_types)
         seen_steps.clear()
         seen_steps.update(new_seen)
@@ -201,9 +191,8 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         """``(describe, steps, parameters)``: the update's status at hand saves the describe call."""
         hook, arn = poller.hook, self.pipeline_execution_arn
         describe = update.as_describe(arn) if update is not None and update.status else None
-        return await self._call(
-            poller, lambda client: hook.aread_execution(arn, client=client, steps=steps, describe=describe)
-        )
+        async with poller.lent.borrow() as client:
+            return await hook.aread_execution(arn, client=client, steps=steps, describe=describe)
 
     async def _timeout_event(
         self, poller: ExecutionStatusPoller, seen_steps: dict[str, str], last: ExecutionUpdate | None

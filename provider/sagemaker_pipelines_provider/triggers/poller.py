@@ -109,10 +109,6 @@ class ExecutionStatusPoller(SharedService[PollerKey, _Subscription]):
         """The ARNs currently watched."""
         return frozenset(s.arn for s in self._subscribers)
 
-    async def client(self) -> Any:
-        """The poller's aiobotocore client (valid while the caller is subscribed); None between sessions."""
-        return await self.lent.get()
-
     # -- the loop ----------------------------------------------------------------------------------------
 
     async def _session(self) -> None:
