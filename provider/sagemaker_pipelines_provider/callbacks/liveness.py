@@ -18,11 +18,10 @@ from sagemaker_pipelines_provider.callbacks.message import (
     CallbackRoute,
     plan_batch,
 )
+from sagemaker_pipelines_provider.utils.status import is_terminal
 
 #: Step statuses of a callback step still waiting for its answer.
 WAITING_STEP_STATUSES = frozenset({"Starting", "Executing", "Stopping"})
-#: Execution statuses after which no step can wait.
-ENDED_EXECUTION_STATUSES = frozenset({"Succeeded", "Failed", "Stopped"})
 
 
 class TokenState(enum.Enum):
@@ -45,7 +44,7 @@ def token_state(
         if callback.get("CallbackToken") == token:
             waiting = step.get("StepStatus") in WAITING_STEP_STATUSES
             return TokenState.WAITING if waiting else TokenState.SETTLED
-    if execution_status in ENDED_EXECUTION_STATUSES:
+    if execution_status and is_terminal(execution_status):  # no step waits after the execution ended
         return TokenState.SETTLED
     return TokenState.UNKNOWN
 
@@ -129,7 +128,6 @@ class LiveBatch:
 
 
 __all__ = [
-    "ENDED_EXECUTION_STATUSES",
     "SETTLED_TOKENS",
     "WAITING_STEP_STATUSES",
     "LiveBatch",
