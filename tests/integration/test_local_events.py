@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sagemaker_pipelines_provider.local.seed import EVENTS_QUEUE
+from test_pipeline_operator_helpers import wait_until
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
 
 EXECUTION_EVENT = "SageMaker Model Building Pipeline Execution Status Change"
 STEP_EVENT = "SageMaker Model Building Pipeline Execution Step Status Change"
 ENVELOPE_KEYS = {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
-
-
-def wait_until(probe: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -51,7 +38,7 @@ def run_features(local_aws: Any) -> tuple[str, int]:
         lambda: (
             sm.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"] == "Succeeded"
         ),
-        f"{arn} to succeed",
+        what=f"{arn} to succeed",
     )
     steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
     return arn, 2 + 3 * len(steps)
@@ -78,7 +65,7 @@ def receive(local_aws: Any, queue_url: str, count: int) -> list[dict[str, Any]]:
         received.extend(drain(local_aws, queue_url))
         return len(received) >= count
 
-    wait_until(probe, f"{count} messages on {queue_url}")
+    wait_until(probe, what=f"{count} messages on {queue_url}")
     return received + drain(local_aws, queue_url)
 
 
@@ -89,7 +76,7 @@ def decided(local_aws: Any, count: int) -> dict[str, int]:
         counts: dict[str, int] = local_aws.controls.event_faults()["counts"]
         return counts if counts.get("dropped", 0) + counts.get("delivered", 0) >= count else None
 
-    return wait_until(probe, f"{count} events decided")
+    return wait_until(probe, what=f"{count} events decided")
 
 
 def status(event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -143,6 +130,21 @@ def test_duplicate_fraction_one_delivers_each_event_twice(local_aws: Any, seeded
         by_id.setdefault(event["id"], []).append(event)
     assert len(by_id) == emitted
     assert all(len(copies) == 2 and copies[0] == copies[1] for copies in by_id.values())
+
+
+def test_reorder_fraction_one_swaps_each_pair(local_aws: Any, seeded: dict[str, Any]) -> None:
+    """Each event is held back behind the next one; the last, with nothing after it, comes on its own."""
+    local_aws.controls.set_event_faults(reorder_rate=1.0)
+    _, emitted = run_features(local_aws)
+    events = receive(local_aws, seeded["events_queue_url"], emitted)
+    assert [status(e) for e in events] == [
+        ("PrepareFeatures", None, "Starting"),
+        (None, None, "Executing"),
+        ("PrepareFeatures", "Executing", "Succeeded"),
+        ("PrepareFeatures", "Starting", "Executing"),
+        (None, "Executing", "Succeeded"),
+    ]
+    assert local_aws.controls.event_faults()["counts"] == {"delivered": 5, "reordered": 5}
 
 
 def test_the_same_seed_makes_the_same_choice(local_aws: Any, seeded: dict[str, Any]) -> None:

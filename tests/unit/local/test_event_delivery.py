@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sagemaker_pipelines_provider.local.seed import events_queue_policy
 from sagemaker_pipelines_provider.local.server.event_delivery import policy_allows
@@ -45,7 +47,7 @@ def test_rates_of_one_and_the_same_seed() -> None:
         ({"drop_rate": 0.7, "duplicate_rate": 0.4}, "must not exceed 1"),
     ],
 )
-def test_bad_rates_are_refused(kwargs: dict[str, float], message: str) -> None:
+def test_bad_rates_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EventFaults().set(**kwargs)
 

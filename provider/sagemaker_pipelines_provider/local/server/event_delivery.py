@@ -110,11 +110,12 @@ def deliver(account: str, region: str, event: dict[str, Any]) -> int:
 
 
 def _is_plain_sqs(target: dict[str, Any]) -> bool:
-    arn = str(target.get("Arn", ""))
+    parts = str(target.get("Arn", "")).split(":", 5)
     return (
-        arn.startswith("arn:")
-        and arn.split(":")[2] == "sqs"
-        and not arn.endswith(".fifo")
+        len(parts) == 6
+        and parts[0] == "arn"
+        and parts[2] == "sqs"
+        and not parts[5].endswith(".fifo")
         and not any(target.get(key) for key in _TRANSFORMING_KEYS)
     )
 
