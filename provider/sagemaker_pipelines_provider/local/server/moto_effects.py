@@ -107,7 +107,7 @@ class MotoSideEffects:
             held, self._held = self._held, None
             if copies and hold and held is None:
                 self._held = (region, event, copies)
-                timer = threading.Timer(REORDER_HOLD_SECONDS, self._release_held)
+                timer = threading.Timer(REORDER_HOLD_SECONDS, self._release_held, (event["id"],))
                 timer.daemon = True
                 timer.start()
                 return
@@ -118,11 +118,12 @@ class MotoSideEffects:
                 for _ in range(held_copies):
                     deliver(self.account_id, held_region, held_event)
 
-    def _release_held(self) -> None:
-        """Deliver a reordered event no later event came to overtake."""
+    def _release_held(self, event_id: str) -> None:
+        """Deliver the reordered event ``event_id`` if no later event came to overtake it."""
         with self._lock:
-            held, self._held = self._held, None
-            if held is not None:
+            held = self._held
+            if held is not None and held[1]["id"] == event_id:
+                self._held = None
                 region, event, copies = held
                 for _ in range(copies):
                     deliver(self.account_id, region, event)
