@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
-from sagemaker_pipelines_provider.local.seed import DEMO_PIPELINES
+from sagemaker_pipelines_provider.local.seed import DEMO_PIPELINES, events_queue_policy
 
 from tests.support.waiting import wait_until
 
@@ -520,10 +520,13 @@ def test_eventbridge_rule_delivers_execution_status_changes_to_sqs(local_aws: An
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    events.put_rule(
+    rule_arn = events.put_rule(
         Name="pipeline-status",
         EventPattern=json.dumps({"source": ["aws.sagemaker"], "detail-type": [STATUS_CHANGE]}),
-    )
+    )["RuleArn"]
+    # as on AWS, EventBridge delivers only to a queue whose policy allows it
+    policy = json.dumps(events_queue_policy(queue_arn, rule_arn))
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
     events.put_targets(Rule="pipeline-status", Targets=[{"Id": "queue", "Arn": queue_arn}])
     create_pipeline(sm, "evented", chain_definition(["One", "Two"]))
     arn = sm.start_pipeline_execution(PipelineName="evented")["PipelineExecutionArn"]

@@ -154,6 +154,33 @@ class LocalControls:
         """The active fault rules."""
         return self._request("GET", "faults")["faults"]  # type: ignore[no-any-return]
 
+    def set_event_faults(
+        self,
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        reorder_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Drop, duplicate (same event ``id`` twice) or reorder (delivered after the next event) that
+        fraction of the EventBridge events the engine emits from now on; ``seed`` makes the choices
+        reproducible for the same order of events. All zero: every event once, in order."""
+        payload = {
+            "drop_rate": drop_rate,
+            "duplicate_rate": duplicate_rate,
+            "reorder_rate": reorder_rate,
+            "seed": seed,
+        }
+        return self._request("POST", "event-faults", payload)  # type: ignore[no-any-return]
+
+    def clear_event_faults(self) -> None:
+        """Deliver every event once, in order (the default)."""
+        self._request("DELETE", "event-faults")
+
+    def event_faults(self) -> dict[str, Any]:
+        """The event fault settings and counts so far (``delivered``, ``dropped``, ``duplicated``,
+        ``reordered``)."""
+        return self._request("GET", "event-faults")  # type: ignore[no-any-return]
+
     def set_concurrency_cap(self, pipeline: str, cap: int | None) -> None:
         """Cap the running executions of ``pipeline`` (``None`` removes the cap)."""
         self._request("POST", "concurrency-cap", {"pipeline": pipeline, "cap": cap})

@@ -100,7 +100,8 @@ class LocalAws:
         return self._clients.client(service, **kwargs)
 
     def seed(self) -> dict[str, Any]:
-        """Create the demo resources (queue, bucket, pipelines, role, Glue job, ECS) — see :mod:`.seed`."""
+        """Create the demo resources (queues, event rule, bucket, pipelines, role, Glue job, ECS) — see
+        :mod:`.seed`."""
         from .seed import seed
 
         return seed(self)

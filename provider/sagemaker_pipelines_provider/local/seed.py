@@ -1,4 +1,4 @@
-"""Demo resources for the local AWS endpoint (queue, bucket, role, pipelines, Glue job, ECS cluster),
+"""Demo resources for the local AWS endpoint (queues, event rule, bucket, role, pipelines, Glue job, ECS),
 created idempotently by :func:`seed` through a boto3 session cut off from the user's AWS set-up
 (:mod:`.aws_session`). The list of resources: docs/local-endpoint.md.
 """
@@ -11,14 +11,20 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
+from .engine.events import EXECUTION_EVENT, STEP_EVENT
+
 __all__ = [
     "BUCKET",
     "CALLBACK_QUEUE",
     "DEMO_PIPELINES",
     "ECS_CLUSTER",
+    "EVENTS_QUEUE",
+    "EVENTS_RULE",
+    "EVENT_PATTERN",
     "GLUE_JOB",
     "ROLE_NAME",
     "TASK_FAMILY",
+    "events_queue_policy",
     "load_definition",
     "seed",
 ]
@@ -26,6 +32,10 @@ __all__ = [
 REGION = "us-east-1"
 CALLBACK_QUEUE = "sagemaker-callbacks"
 CALLBACK_DLQ = "sagemaker-callbacks-dlq"
+EVENTS_QUEUE = "sagemaker-pipeline-events"
+EVENTS_RULE = "sagemaker-pipeline-status-changes"
+#: The rule's pattern: SageMaker's execution and step status changes (docs/events.md).
+EVENT_PATTERN = {"source": ["aws.sagemaker"], "detail-type": [EXECUTION_EVENT, STEP_EVENT]}
 BUCKET = "sagemaker-local-demo"
 ROLE_NAME = "SageMakerPipelineExecutionRole"
 DEMO_PIPELINES = ("features", "training", "evaluation", "scheduled-training", "retraining")
@@ -82,6 +92,42 @@ def _client_factory(target: str | Any | None, region: str) -> ClientFactory:
     return make
 
 
+def events_queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
+    """The queue policy that lets EventBridge deliver the rule's events to the queue (docs/events.md)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowSageMakerPipelineEvents",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+            }
+        ],
+    }
+
+
+def _events_queue(client: ClientFactory) -> dict[str, Any]:
+    """The queue ``sagemaker-pipeline-events`` fed by the EventBridge rule of :data:`EVENT_PATTERN`."""
+    sqs, events = client("sqs"), client("events")
+    queue_url = sqs.create_queue(QueueName=EVENTS_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    rule_arn = events.put_rule(
+        Name=EVENTS_RULE,
+        EventPattern=json.dumps(EVENT_PATTERN),
+        State="ENABLED",
+        Description="SageMaker pipeline execution and step status changes",
+    )["RuleArn"]
+    policy = json.dumps(events_queue_policy(queue_arn, rule_arn))
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
+    events.put_targets(Rule=EVENTS_RULE, Targets=[{"Id": EVENTS_QUEUE, "Arn": queue_arn}])
+    return {"events_queue_url": queue_url, "events_queue_arn": queue_arn, "events_rule_arn": rule_arn}
+
+
 def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
@@ -91,7 +137,7 @@ def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGI
 
     :param endpoint_url_or_clients: the endpoint URL (``None``: ``AWS_ENDPOINT_URL``), an object with a
         ``client(service)`` method (the ``local_aws`` fixture), or a mapping ``{service: client}`` with
-        ``sqs``, ``s3``, ``iam``, ``sagemaker``, ``glue``, ``ecs`` (and ``ec2``).
+        ``sqs``, ``events``, ``s3``, ``iam``, ``sagemaker``, ``glue``, ``ecs`` (and ``ec2``).
     """
     from botocore.exceptions import ClientError
 
@@ -110,6 +156,9 @@ def seed(endpoint_url_or_clients: str | Any | None = None, *, region: str = REGI
         QueueUrl=queue_url, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60"}
     )
     result.update(queue_url=queue_url, dlq_url=dlq_url, dlq_arn=dlq_arn)
+
+    # SQS + EventBridge: the events queue and the rule that feeds it.
+    result.update(_events_queue(client))
 
     # S3: the demo bucket, the evaluation report and placeholder scripts.
     s3 = client("s3")

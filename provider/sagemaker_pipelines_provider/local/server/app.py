@@ -16,6 +16,7 @@ from ..protocol import Engine, SageMakerJsonProtocol
 from .calls import CallRecorder
 from .control_api import CONTROL_PREFIX, ControlApi
 from .environ import DEFAULT_REGION
+from .event_faults import EventFaults
 from .faults import FaultInjector, fault_response
 from .identity import RequestInfo, identify
 from .job_outcomes import JobOutcomes, release_ecs_task_capacity
@@ -61,6 +62,7 @@ class LocalEndpointApp:
     :param engine: a ``PipelineEngine`` (any :class:`ServedEngine`).
     :param moto_app: moto's WSGI app; created lazily when omitted.
     :param on_reset: called after a reset (the endpoint re-applies its start-up settings there).
+    :param event_faults: the event faults of the engine's side effects (drop, duplicate, reorder).
     """
 
     def __init__(
@@ -70,11 +72,13 @@ class LocalEndpointApp:
         moto_app: WSGIApp | None = None,
         strict: bool = True,
         on_reset: Callable[[], None] | None = None,
+        event_faults: EventFaults | None = None,
     ) -> None:
         self.engine = engine
         self.protocol = SageMakerJsonProtocol(engine, strict=strict)
         self.recorder = CallRecorder()
         self.faults = FaultInjector()
+        self.event_faults = event_faults or EventFaults()
         self.job_outcomes = JobOutcomes()
         self.receipts = OutdatedReceipts()
         self._moto_app = moto_app
@@ -103,9 +107,9 @@ class LocalEndpointApp:
             return self._moto_app
 
     def reset(self) -> None:
-        """Reset the engine, moto's backends (as ``POST /moto-api/reset`` does), calls, faults and job
-        outcomes. moto's state-manager transitions (``/moto-api/state-manager/...``) are process-wide
-        and are not reset, as moto's own reset does not reset them."""
+        """Reset the engine, moto's backends (as ``POST /moto-api/reset`` does), calls, faults, event
+        faults and job outcomes. moto's state-manager transitions (``/moto-api/state-manager/...``) are
+        process-wide and are not reset, as moto's own reset does not reset them."""
         from moto.moto_api._internal.models import moto_api_backend
 
         with self._reset_lock:
@@ -113,6 +117,7 @@ class LocalEndpointApp:
             moto_api_backend.reset()
             self.recorder.clear()
             self.faults.clear()
+            self.event_faults.clear()
             self.job_outcomes.reset()
             with self._stats_lock:
                 self._requests.clear()

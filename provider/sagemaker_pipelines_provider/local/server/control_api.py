@@ -29,8 +29,8 @@ class ControlError(Exception):
 
 
 class ControlApi:
-    """Answers ``/_local/<name>`` requests with JSON; acts on the app's engine, faults, job outcomes and
-    call record."""
+    """Answers ``/_local/<name>`` requests with JSON; acts on the app's engine, faults, event faults, job
+    outcomes and call record."""
 
     def __init__(self, app: LocalEndpointApp) -> None:
         self.app = app
@@ -69,6 +69,9 @@ class ControlApi:
             ("GET", "faults"): lambda: {"faults": self.app.faults.rules()},
             ("POST", "faults"): lambda: self._set_faults(payload),
             ("DELETE", "faults"): lambda: self._clear_faults(query.get("action")),
+            ("GET", "event-faults"): self.app.event_faults.settings,
+            ("POST", "event-faults"): lambda: self._set_event_faults(payload),
+            ("DELETE", "event-faults"): self._clear_event_faults,
             ("POST", "concurrency-cap"): lambda: self._set_cap(payload),
             ("GET", "job-outcomes"): lambda: {"job_outcomes": self.app.job_outcomes.rules()},
             ("POST", "job-outcomes"): lambda: self._set_job_outcome(payload),
@@ -133,6 +136,24 @@ class ControlApi:
             float(payload.get("delay") or 0.0),
         )
         return {"rule": rule.as_dict(), "faults": self.app.faults.rules()}
+
+    def _set_event_faults(self, payload: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"drop_rate", "duplicate_rate", "reorder_rate", "seed"}
+        unknown = sorted(set(payload) - allowed)
+        if unknown:
+            raise ControlError(f"unknown event-fault fields {unknown}; allowed: {sorted(allowed)}")
+        seed = payload.get("seed")
+        self.app.event_faults.set(
+            float(payload.get("drop_rate") or 0.0),
+            float(payload.get("duplicate_rate") or 0.0),
+            float(payload.get("reorder_rate") or 0.0),
+            None if seed is None else int(seed),
+        )
+        return self.app.event_faults.settings()
+
+    def _clear_event_faults(self) -> dict[str, Any]:
+        self.app.event_faults.clear()
+        return self.app.event_faults.settings()
 
     def _set_cap(self, payload: dict[str, Any]) -> dict[str, Any]:
         pipeline = str(_require(payload, "pipeline"))

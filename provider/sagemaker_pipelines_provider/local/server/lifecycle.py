@@ -78,7 +78,12 @@ class LocalEndpoint:
         self.default_step_duration = default_step_duration
         self.side_effects = MotoSideEffects(account_id)
         self.engine = engine_factory(self.side_effects, account_id)
-        self.app = LocalEndpointApp(self.engine, strict=strict, on_reset=self._apply_settings)
+        self.app = LocalEndpointApp(
+            self.engine,
+            strict=strict,
+            on_reset=self._apply_settings,
+            event_faults=self.side_effects.event_faults,
+        )
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._controls: LocalControls | None = None

@@ -4,7 +4,6 @@ model packages, EventBridge events, property files from S3."""
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import re
 import threading
@@ -12,7 +11,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .environ import DEFAULT_ACCOUNT_ID
-from .wire import json_default
+from .event_delivery import deliver, envelope
+from .event_faults import REORDER_HOLD_SECONDS, EventFaults
 
 __all__ = ["MotoSideEffects"]
 
@@ -32,6 +32,8 @@ class MotoSideEffects:
     def __init__(self, account_id: str = DEFAULT_ACCOUNT_ID) -> None:
         self.account_id = account_id
         self._lock = threading.RLock()
+        self.event_faults = EventFaults()
+        self._held: tuple[str, dict[str, Any], int] | None = None
 
     @staticmethod
     def _backend(service: str) -> Any:
@@ -96,21 +98,35 @@ class MotoSideEffects:
             return str(backend.create_model_package(**kwargs))
 
     def put_event(self, detail_type: str, detail: dict[str, Any], resources: list[str], region: str) -> None:
-        """Put one ``aws.sagemaker`` event on the default bus, so matching rules deliver to targets.
-
-        moto stamps the event's ``time`` itself, as epoch seconds (AWS delivers an ISO-8601 string):
-        consumers should read times from ``detail`` (``executionStartTime`` ...) rather than ``time``."""
-        entry = {
-            "Source": self.EVENT_SOURCE,
-            "DetailType": detail_type,
-            "Detail": json.dumps(detail, default=json_default),
-            "Resources": list(resources),
-        }
+        """Put one ``aws.sagemaker`` event on the default bus: matching rules deliver it to their targets
+        (:mod:`.event_delivery`), as many times and in the order :attr:`event_faults` decides. A copy
+        delivered twice keeps its ``id``, as AWS's duplicate deliveries do."""
+        event = envelope(self.account_id, region, self.EVENT_SOURCE, detail_type, detail, resources)
+        copies, hold = self.event_faults.decide()
         with self._lock:
-            results = self._backend("events")[self.account_id][region].put_events([entry])
-        failed = [r for r in results if r.get("ErrorCode")]
-        if failed:
-            log.warning("EventBridge rejected a %s event: %s", detail_type, failed)
+            held, self._held = self._held, None
+            if copies and hold and held is None:
+                self._held = (region, event, copies)
+                timer = threading.Timer(REORDER_HOLD_SECONDS, self._release_held, (event["id"],))
+                timer.daemon = True
+                timer.start()
+                return
+            for _ in range(copies):
+                deliver(self.account_id, region, event)
+            if held is not None:
+                held_region, held_event, held_copies = held
+                for _ in range(held_copies):
+                    deliver(self.account_id, held_region, held_event)
+
+    def _release_held(self, event_id: str) -> None:
+        """Deliver the reordered event ``event_id`` if no later event came to overtake it."""
+        with self._lock:
+            held = self._held
+            if held is not None and held[1]["id"] == event_id:
+                self._held = None
+                region, event, copies = held
+                for _ in range(copies):
+                    deliver(self.account_id, region, event)
 
     def read_s3_object(self, s3_uri: str) -> bytes | None:
         """The object's bytes, or None when the bucket or key does not exist."""
