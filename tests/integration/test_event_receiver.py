@@ -105,18 +105,23 @@ async def collect(
     return got
 
 
+def collect_until_empty(
+    local_aws: Any, url: str, arn: str, **receiver_kwargs: Any
+) -> tuple[list[PipelineEvent], dict[str, int]]:
+    """In a new event loop: ``arn``'s events, gathered until the queue is empty; and the receiver's counts."""
+
+    async def main() -> tuple[list[PipelineEvent], dict[str, int]]:
+        receiver = get_event_receiver(EventQueueKey(url), **{**FAST, **receiver_kwargs})
+        got = await collect(receiver, arn, then=lambda: on_queue(local_aws, url) == 0)
+        return got, dict(receiver.counts)
+
+    return asyncio.run(main())
+
+
 def test_duplicated_events_are_offered_once_and_every_copy_deleted(local_aws: Any, queue_url: str) -> None:
     local_aws.controls.set_event_faults(duplicate_rate=1.0, seed=1)
     arn = start_features(local_aws)
-    counts: dict[str, int] = {}
-
-    async def main() -> list[PipelineEvent]:
-        receiver = get_event_receiver(EventQueueKey(queue_url), **FAST)
-        got = await collect(receiver, arn, then=lambda: on_queue(local_aws, queue_url) == 0)
-        counts.update(receiver.counts)
-        return got
-
-    got = asyncio.run(main())
+    got, counts = collect_until_empty(local_aws, queue_url, arn)
     assert changes(got) == FEATURES_EVENTS
     assert len(got) == len({e.event_id for e in got}) == 5  # each event once, though delivered twice
     assert all(e.execution_arn == arn and e.pipeline_name == "features" for e in got)
@@ -138,16 +143,8 @@ def test_malformed_messages_are_deleted_with_a_warning_and_do_not_stop_the_recei
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]: r for body, r in junk.items()
     }
     arn = start_features(local_aws)
-    counts: dict[str, int] = {}
-
-    async def main() -> list[PipelineEvent]:
-        receiver = get_event_receiver(EventQueueKey(queue_url), **FAST)
-        got = await collect(receiver, arn, then=lambda: on_queue(local_aws, queue_url) == 0)
-        counts.update(receiver.counts)
-        return got
-
     with caplog.at_level(logging.WARNING, logger="sagemaker_pipelines_provider.triggers.event_receiver"):
-        got = asyncio.run(main())
+        got, counts = collect_until_empty(local_aws, queue_url, arn)
     assert changes(got) == FEATURES_EVENTS
     assert counts["malformed"] == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -161,17 +158,7 @@ def test_events_nobody_waits_for_are_released_then_deleted_after_the_ttl(
 ) -> None:
     nobodys = start_features(local_aws)
     mine = start_features(local_aws)
-    counts: dict[str, int] = {}
-
-    async def main() -> list[PipelineEvent]:
-        receiver = get_event_receiver(
-            EventQueueKey(queue_url), unclaimed_ttl=2.0, release_max_delay=1.0, **FAST
-        )
-        got = await collect(receiver, mine, then=lambda: on_queue(local_aws, queue_url) == 0)
-        counts.update(receiver.counts)
-        return got
-
-    got = asyncio.run(main())
+    got, counts = collect_until_empty(local_aws, queue_url, mine, unclaimed_ttl=2.0, release_max_delay=1.0)
     assert changes(got) == FEATURES_EVENTS and {e.execution_arn for e in got} == {mine}
     assert counts["expired"] == 5  # the other execution's five events, once older than the TTL
     assert counts["released"] >= 5  # ... each released at least once before that

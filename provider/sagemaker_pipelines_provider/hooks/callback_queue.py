@@ -264,26 +264,36 @@ class SageMakerCallbackQueueHook(SqsHook):
     async def achange_visibilities(self, client: Any, queue_url: str, timeouts: Mapping[str, int]) -> None:
         """ChangeMessageVisibilityBatch (async): hide each message (receipt handle) for its own number of
         seconds, 0 making it visible at once; gone ones are skipped."""
-        handles = list(timeouts)
-        for start in range(0, len(handles), MAX_BATCH):
-            entries = [
-                {
-                    "Id": str(i),
-                    "ReceiptHandle": handle,
-                    "VisibilityTimeout": clamp_visibility(timeouts[handle]),
-                }
-                for i, handle in enumerate(handles[start : start + MAX_BATCH])
-            ]
+        await self._abatched(
+            "ChangeMessageVisibilityBatch",
+            client.change_message_visibility_batch,
+            queue_url,
+            [{"ReceiptHandle": h, "VisibilityTimeout": clamp_visibility(t)} for h, t in timeouts.items()],
+        )
+
+    async def _abatched(
+        self,
+        action: str,
+        call: Callable[..., Awaitable[dict[str, Any]]],
+        queue_url: str,
+        entries: Sequence[dict[str, Any]],
+    ) -> int:
+        """Send ``entries`` to a batch action, 10 at a time; how many succeeded. An error saying the queue
+        or a message is gone skips that batch; others are raised."""
+        succeeded = 0
+        for start in range(0, len(entries), MAX_BATCH):
+            batch = [{"Id": str(i), **e} for i, e in enumerate(entries[start : start + MAX_BATCH])]
             try:
-                await self._acall(
-                    "ChangeMessageVisibilityBatch",
-                    lambda entries=entries: client.change_message_visibility_batch(  # type: ignore[misc]
-                        QueueUrl=queue_url, Entries=entries
-                    ),
+                response = await self._acall(
+                    action,
+                    lambda batch=batch: call(QueueUrl=queue_url, Entries=batch),  # type: ignore[misc]
                 )
             except ClientError as err:
                 if not is_gone(err):
                     raise
+                continue
+            succeeded += len(response.get("Successful") or [])
+        return succeeded
 
     async def adelete(self, client: Any, queue_url: str, receipt_handle: str) -> bool:
         """DeleteMessage (async); False when the message was already gone."""
@@ -300,25 +310,12 @@ class SageMakerCallbackQueueHook(SqsHook):
 
     async def adelete_batch(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> int:
         """DeleteMessageBatch (async); how many were deleted (gone ones are not counted, never raised)."""
-        deleted = 0
-        for start in range(0, len(receipt_handles), MAX_BATCH):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": handle}
-                for i, handle in enumerate(receipt_handles[start : start + MAX_BATCH])
-            ]
-            try:
-                response = await self._acall(
-                    "DeleteMessageBatch",
-                    lambda entries=entries: client.delete_message_batch(  # type: ignore[misc]
-                        QueueUrl=queue_url, Entries=entries
-                    ),
-                )
-            except ClientError as err:
-                if not is_gone(err):
-                    raise
-                continue
-            deleted += len(response.get("Successful") or [])
-        return deleted
+        return await self._abatched(
+            "DeleteMessageBatch",
+            client.delete_message_batch,
+            queue_url,
+            [{"ReceiptHandle": handle} for handle in receipt_handles],
+        )
 
     # ---------------------------------------------------------------------------------------------------
     # the queue itself

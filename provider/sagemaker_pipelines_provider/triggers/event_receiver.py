@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -40,9 +40,9 @@ from sagemaker_pipelines_provider.hooks.callback_queue import (
     MAX_WAIT_TIME_SECONDS,
     SageMakerCallbackQueueHook,
 )
+from sagemaker_pipelines_provider.triggers.callback_receiver import ReceiverKey
 from sagemaker_pipelines_provider.triggers.shared_service import SharedService, Subscriber
 from sagemaker_pipelines_provider.utils.arn import as_pipeline_name
-from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
 from sagemaker_pipelines_provider.utils.backoff import BackoffPolicy, Retryable, error_code
 from sagemaker_pipelines_provider.utils.pipeline_events import MalformedEvent, PipelineEvent, parse_event
 
@@ -85,15 +85,9 @@ class EventQueueError(AirflowException):
 
 
 @dataclass(frozen=True)
-class EventQueueKey:
-    """What makes two subscriptions share a receiver: same queue, reached with the same connection."""
-
-    queue_url: str
-    aws: AwsConnectionArgs = field(default_factory=AwsConnectionArgs)
-
-    def hook(self) -> SageMakerCallbackQueueHook:
-        """An SQS hook for this key's connection settings."""
-        return self.aws.hook(SageMakerCallbackQueueHook)
+class EventQueueKey(ReceiverKey):
+    """What makes two subscriptions share a receiver: same queue (``queue_url``), reached with the same
+    connection (``aws``); the callback receiver's key, as its own type so the two never share."""
 
 
 @dataclass(frozen=True)
@@ -133,16 +127,26 @@ def _arn_key(arn: str) -> str:
     return arn.lower()
 
 
-class _Sub(Subscriber):
-    """One subscription: the events matching ``match`` go to ``queue``, each event id once."""
+def _pipeline_route(pipeline_name: str) -> str:
+    return "pipeline/" + pipeline_name.lower()  # never an ARN's key: those start with "arn:"
 
-    def __init__(self, match: Callable[[PipelineEvent], bool], wait_time_seconds: float, what: str) -> None:
+
+class _Sub(Subscriber):
+    """One subscription: the events on its ``route`` (an execution ARN's key, or a pipeline's) go to
+    ``queue``, each event id once; ``statuses`` (pipeline subscriptions) keeps only those execution events."""
+
+    def __init__(self, route: str, wait_time_seconds: float, statuses: frozenset[str] | None = None) -> None:
         super().__init__(wait_time_seconds)
-        self.match = match
-        self.what = what
+        self.route = route
+        self.statuses = statuses
         self.queue: asyncio.Queue[PipelineEvent | EventStreamError] = asyncio.Queue()
         self.failed = False
         self._seen = _Ids(SEEN_MEMORY)
+
+    def wants(self, event: PipelineEvent) -> bool:
+        if self.failed:
+            return False
+        return self.statuses is None or (event.kind == "execution" and event.status in self.statuses)
 
     @property
     def waiting(self) -> bool:
@@ -186,6 +190,7 @@ class PipelineEventReceiver(SharedService[EventQueueKey, _Sub]):
         self.unclaimed_ttl = UNCLAIMED_TTL if unclaimed_ttl is None else unclaimed_ttl
         self.release_base_delay = RELEASE_BASE_DELAY if release_base_delay is None else release_base_delay
         self.release_max_delay = RELEASE_MAX_DELAY if release_max_delay is None else release_max_delay
+        self._routes: dict[str, list[_Sub]] = {}
         self.counts: dict[str, int] = dict.fromkeys(
             ("receives", "messages", "offered", "deleted", "released", "malformed", "expired", "finished"), 0
         )
@@ -200,10 +205,8 @@ class PipelineEventReceiver(SharedService[EventQueueKey, _Sub]):
         self, arn: str
     ) -> AsyncIterator[asyncio.Queue[PipelineEvent | EventStreamError]]:
         """Every execution and step event of execution ``arn``, in arrival order, each event id once."""
-        wanted = _arn_key(arn)
-        sub = _Sub(lambda e: _arn_key(e.execution_arn) == wanted, self.wait_time_seconds, arn)
-        async with self._subscribed(sub):
-            yield sub.queue
+        async with self._routed(_Sub(_arn_key(arn), self.wait_time_seconds)) as queue:
+            yield queue
 
     @asynccontextmanager
     async def subscribe_pipeline(
@@ -211,15 +214,29 @@ class PipelineEventReceiver(SharedService[EventQueueKey, _Sub]):
     ) -> AsyncIterator[asyncio.Queue[PipelineEvent | EventStreamError]]:
         """The execution events of pipeline ``pipeline_name`` (a name or ARN) whose status is in
         ``statuses``, whoever started the execution; each event id once."""
-        name, wanted = as_pipeline_name(pipeline_name).lower(), frozenset(statuses)
+        route = _pipeline_route(as_pipeline_name(pipeline_name))
+        async with self._routed(_Sub(route, self.wait_time_seconds, frozenset(statuses))) as queue:
+            yield queue
 
-        def match(event: PipelineEvent) -> bool:
-            return (
-                event.kind == "execution" and event.pipeline_name.lower() == name and event.status in wanted
-            )
+    @asynccontextmanager
+    async def _routed(self, sub: _Sub) -> AsyncIterator[asyncio.Queue[PipelineEvent | EventStreamError]]:
+        """Subscribed for the block, and indexed by route (a batch finds its takers without a scan)."""
+        routed = self._routes.setdefault(sub.route, [])
+        routed.append(sub)
+        try:
+            async with self._subscribed(sub):
+                yield sub.queue
+        finally:
+            routed.remove(sub)
+            if not routed and self._routes.get(sub.route) is routed:
+                del self._routes[sub.route]
 
-        async with self._subscribed(_Sub(match, self.wait_time_seconds, f"pipeline {pipeline_name}")) as sub:
-            yield sub.queue
+    def _takers(self, event: PipelineEvent) -> list[_Sub]:
+        """The subscriptions that want ``event``, in the order they subscribed."""
+        candidates = self._routes.get(_arn_key(event.execution_arn), []) + self._routes.get(
+            _pipeline_route(event.pipeline_name), []
+        )
+        return [sub for sub in candidates if sub.wants(event)]
 
     def finished(self, arn: str) -> None:
         """The wait on ``arn`` ended here: events of it received from now on are deleted at once."""
@@ -322,7 +339,7 @@ class PipelineEventReceiver(SharedService[EventQueueKey, _Sub]):
                 )
                 delete.append(handle)
                 continue
-            takers = [sub for sub in self._waiting() if sub.match(event)]
+            takers = self._takers(event)
             if takers:
                 offers.append((takers, event))
                 delete.append(handle)
