@@ -55,7 +55,7 @@ UNCLAIMED_TTL = 600.0
 #: ``RELEASE_MAX_DELAY``.
 RELEASE_BASE_DELAY = 1.0
 RELEASE_MAX_DELAY = 60.0
-#: Long-poll wait of each ReceiveMessage (SQS's maximum), and the messages asked per receive.
+#: Long-poll wait of each ReceiveMessage (SQS's maximum); each asks for up to 10 messages.
 WAIT_TIME_SECONDS = MAX_WAIT_TIME_SECONDS
 #: How long a received message stays hidden while the receiver decides on it (milliseconds of work). Short,
 #: because a receive cut off in flight (a triggerer stopping, an event loop closing) hides its batch this
@@ -170,6 +170,10 @@ class PipelineEventReceiver(SharedService[EventQueueKey, _Sub]):
 
     Constructor keywords (tests and the bench; defaults are the module constants): ``hook_factory``,
     ``wait_time_seconds``, ``unclaimed_ttl``, ``release_base_delay``, ``release_max_delay``.
+
+    ``counts`` (diagnostics, the bench): ``receives`` (ReceiveMessage calls), ``messages`` received,
+    ``offered`` (event handed to a subscription), ``deleted``, ``released``, and why messages were deleted
+    without an offer: ``malformed``, ``finished``, ``expired``.
     """
 
     task_name = "sagemaker-pipeline-events"
