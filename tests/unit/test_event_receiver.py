@@ -390,3 +390,26 @@ def test_check_event_queue_refuses_what_is_no_queue_url(url: Any, reason: str) -
         check_event_queue_sync(object(), url)
     with pytest.raises(EventQueueError, match=reason):
         asyncio.run(check_event_queue(object(), url))
+
+
+def test_batch_calls_go_ten_at_a_time_and_a_gone_queue_is_no_error() -> None:
+    sqs = ScriptedSqs()
+    hook = ScriptedHook(sqs)
+    handles = [f"h{i}" for i in range(23)]
+
+    async def main() -> tuple[int, int]:
+        deleted = await hook.adelete_batch(sqs, QUEUE, handles)
+        await hook.achange_visibilities(sqs, QUEUE, {h: 99_999 for h in handles[:3]})
+
+        async def gone(**request: Any) -> dict[str, Any]:
+            raise client_error(MISSING, "DeleteMessageBatch")
+
+        sqs.delete_message_batch = gone  # type: ignore[method-assign]
+        return deleted, await hook.adelete_batch(sqs, QUEUE, handles)
+
+    assert asyncio.run(main()) == (23, 0)
+    sizes = [len(r["Entries"]) for r in sqs.requests("DeleteMessageBatch")]
+    assert sizes == [10, 10, 3]
+    assert [e["Id"] for e in sqs.requests("DeleteMessageBatch")[2]["Entries"]] == ["0", "1", "2"]
+    (change,) = sqs.requests("ChangeMessageVisibilityBatch")
+    assert {e["VisibilityTimeout"] for e in change["Entries"]} == {43_200}  # clamped to SQS's 12 hours
