@@ -74,12 +74,12 @@ class Gated:
         wait_until(self.list_calls, what="the first read")
         sqs = self.local_aws.client("sqs")
         messages: list[dict[str, Any]] = []
-        wait_until(
-            lambda: (
-                messages.extend(sqs.receive_message(QueueUrl=self.callbacks).get("Messages", [])) or messages
-            ),
-            what="the callback message",
-        )
+
+        def received() -> bool:
+            messages.extend(sqs.receive_message(QueueUrl=self.callbacks).get("Messages", []))
+            return bool(messages)
+
+        wait_until(received, what="the callback message")
         token = json.loads(messages[0]["Body"])["token"]
         sagemaker = self.local_aws.client("sagemaker")
         if fail is None:
@@ -100,11 +100,11 @@ class Gated:
         return asyncio.run(scenario())
 
     def wait(
-        self, queue_url: str, fail: str | None = None, **kwargs: Any
+        self, queue_url: str, fail: str | None = None, arn: str | None = None, **kwargs: Any
     ) -> tuple[str, dict[str, Any], Counter[str]]:
-        """Start an execution and wait for it with an execution trigger (``kwargs`` its arguments);
-        ``(ARN, event payload, the SageMaker calls naming the ARN during the wait)``."""
-        arn = self.start()
+        """Start an execution (unless ``arn`` is given) and wait for it with an execution trigger
+        (``kwargs`` its arguments); ``(ARN, event payload, the SageMaker calls naming the ARN meanwhile)``."""
+        arn = arn or self.start()
         since = cursor(self.local_aws)
         (event,) = self.run(execution_trigger(arn, queue_url, **kwargs), fail=fail)
         return arn, event, per_execution(self.local_aws, arn, since)
@@ -275,6 +275,31 @@ def test_a_failed_end_reads_the_reason_and_lists_the_steps(local_aws: Any, queue
     # the steps that never ran (Score) cannot be told from lost events: listed; the reason: described
     assert made == Counter({"ListPipelineExecutionSteps": 1, "DescribePipelineExecution": 1}), made
     assert event["result"] == listed_result(arn)
+
+
+def test_a_late_failed_event_of_a_resumed_execution_does_not_end_the_wait(
+    local_aws: Any, queue_url: str
+) -> None:
+    """The execution failed (its Failed event is on the queue) and was resumed with RetryPipelineExecution
+    before the wait began: SageMaker's answer refutes the Failed event, and the wait goes on to the end."""
+    gated = Gated(local_aws)
+    local_aws.controls.set_step_behaviour(gated.pipeline, "Prep", fail="flaky", fail_attempts=1)
+    arn = gated.start()
+    sagemaker = local_aws.client("sagemaker")
+
+    def status() -> str:
+        return str(sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"])
+
+    wait_until(lambda: status() == "Failed", what="the first attempt to fail")
+    sagemaker.retry_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken="r" * 40)
+
+    _, event, made = gated.wait(queue_url, arn=arn)
+
+    assert event["status"] == "success", event
+    assert made["DescribePipelineExecution"] == 1, made  # the one answer that refuted the late Failed event
+    assert made["ListPipelineExecutionSteps"] <= 1, made
+    assert whole_seconds(event["result"]) == whole_seconds(listed_result(arn))
+    assert event["result"]["steps"]["Prep"]["attempts"] == 2
 
 
 def test_a_missing_queue_fails_the_wait_with_the_receivers_message(local_aws: Any, queue_url: str) -> None:
