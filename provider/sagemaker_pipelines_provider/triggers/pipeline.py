@@ -15,6 +15,12 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook, pipeline_name_from_arn
 from sagemaker_pipelines_provider.results import build_execution_result, execution_verdict, step_transitions
+from sagemaker_pipelines_provider.triggers.event_receiver import (
+    EventQueueKey,
+    EventStreamError,
+    get_event_receiver,
+)
+from sagemaker_pipelines_provider.triggers.event_wait import merged, next_item
 from sagemaker_pipelines_provider.triggers.kill import (
     run_to_the_end,
     task_instance_left_deferred,
@@ -29,7 +35,9 @@ from sagemaker_pipelines_provider.triggers.poller import (
 from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs, WithAwsConnection
 from sagemaker_pipelines_provider.utils.deadline import seconds_left
 from sagemaker_pipelines_provider.utils.deprecation import renamed
-from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
+from sagemaker_pipelines_provider.utils.execution_picture import ExecutionPicture
+from sagemaker_pipelines_provider.utils.poll_interval import event_safety_poll_interval
+from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome, is_terminal
 from sagemaker_pipelines_provider.utils.tokens import stop_token
 
 CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.SageMakerPipelineExecutionTrigger"
@@ -52,6 +60,13 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         RetryPipelineExecution is a new one).
     :param deadline: ISO-8601 time at which to stop waiting (the task's ``execution_timeout``).
     :param step_types: step name -> step Type, from the pipeline's definition (for the result and log).
+    :param parameters: the parameters the execution runs with, as SageMaker reports them (``{name: value}``
+        strings, defaults included), when the caller knows them: the result then costs no
+        ListPipelineParametersForExecution call.
+    :param event_queue_url: an SQS queue that SageMaker's status-change events reach (docs/events.md): the
+        wait then follows the events, and polls only every ``safety_poll_interval`` seconds.
+    :param safety_poll_interval: seconds between the safety polls of a wait with ``event_queue_url``
+        (default ``[sagemaker_pipelines] event_safety_poll_interval``, 600).
     """
 
     def __init__(
@@ -68,6 +83,9 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         stop_token: str | None = None,
         deadline: str | None = None,
         step_types: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_execution_arn = pipeline_execution_arn
@@ -78,6 +96,11 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         self.stop_token = stop_token
         self.deadline = deadline
         self.step_types = dict(step_types or {})
+        self.parameters = None if parameters is None else {str(k): str(v) for k, v in parameters.items()}
+        self.event_queue_url = event_queue_url or None
+        self.safety_poll_interval = float(
+            event_safety_poll_interval() if safety_poll_interval is None else safety_poll_interval
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -91,6 +114,9 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
                 "stop_token": self.stop_token,
                 "deadline": self.deadline,
                 "step_types": self.step_types,
+                "parameters": self.parameters,
+                "event_queue_url": self.event_queue_url,
+                "safety_poll_interval": self.safety_poll_interval,
             },
         )
 
@@ -115,44 +141,119 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         except ValueError as err:
             yield self._error(str(err))
             return
-        poller = get_poller(key)
-        seen_steps: dict[str, str] = {}
-        last: ExecutionUpdate | None = None
-        # No await between get_poller and subscribe: the poller cannot end in between.
         with waiting_here(arn):  # an in-process wait (dag.test) lets a SIGTERM of the task stop it
-            async with poller.subscribe(arn, self.poll_interval) as updates:
-                while True:
-                    update = await self._next_update(updates)
-                    if update is None:  # the deadline passed first
-                        yield await self._timeout_event(poller, seen_steps, last)
-                        return
-                    if update.error is not None:
-                        yield self._error(f"Could not read the status of {arn}: {update.error}")
-                        return
-                    try:
-                        outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
-                    except ValueError as err:
-                        yield self._error(str(err))
-                        return
-                    if last is not None and update.status == last.status:
-                        last = update
-                        continue
-                    last = update
+            if self.event_queue_url:
+                event = await self._wait_with_events(key, self.event_queue_url)
+            else:
+                event = await self._wait_polling(key)
+        # Yielded once the subscriptions are left: the shared services never wait on a fired trigger.
+        yield event
+
+    async def _wait_polling(self, key: PollerKey) -> TriggerEvent:
+        """Status from the shared poller's rounds only; the steps are listed once, at the end."""
+        arn = self.pipeline_execution_arn
+        poller = get_poller(key)
+        last_status: str | None = None
+        # No await between get_poller and subscribe: the poller cannot end in between.
+        async with poller.subscribe(arn, self.poll_interval) as updates:
+            while True:
+                update = await next_item(updates, self._seconds_left())
+                if update is None:  # the deadline passed first
+                    return await self._timeout_event(poller, {})
+                if update.error is not None:
+                    return self._error(f"Could not read the status of {arn}: {update.error}")
+                try:
+                    outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
+                except ValueError as err:
+                    return self._error(str(err))
+                if update.status != last_status:
+                    last_status = update.status
                     self.log.info("Pipeline execution %s is %s", arn, update.status)
-                    steps = await self._list_steps(poller, seen_steps)
-                    if outcome is Outcome.RUNNING:
-                        continue
-                    verdict = execution_verdict(
-                        *await self._read(poller, steps, update),
-                        allow_stopped=self.allow_stopped,
-                        step_types=self.step_types,
-                    )
-                    if verdict.outcome is Outcome.SUCCESS:
-                        yield self._event({"status": "success", "result": verdict.result})
-                    else:
-                        failure = {"status": "failure", "result": verdict.result, "message": verdict.message}
-                        yield self._event(failure)
-                    return
+                if outcome is not Outcome.RUNNING:
+                    return await self._end_event(poller, update.as_describe(arn), None, {})
+
+    async def _wait_with_events(self, key: PollerKey, queue_url: str) -> TriggerEvent:
+        """Follow the execution's events, with the shared poller's reads every ``safety_poll_interval`` as
+        the safety net; both feed one :class:`ExecutionPicture`, which never goes backwards."""
+        arn = self.pipeline_execution_arn
+        receiver = get_event_receiver(EventQueueKey(queue_url, self.aws))
+        # The events first, then the poller, whose first round is the one read of the current status:
+        # nothing that changes after that read can be missed.
+        async with receiver.subscribe_execution(arn) as events:
+            poller = get_poller(key)
+            async with (
+                poller.subscribe(arn, self.safety_poll_interval) as updates,
+                merged(events, updates) as inbox,
+            ):
+                event = await self._follow(poller, inbox, ExecutionPicture(arn, self.step_types))
+        # Only once the wait has ended here (not when the trigger is cancelled, e.g. handed to another
+        # triggerer, which must still get the events): later events of the execution are deleted at once.
+        receiver.finished(arn)
+        return event
+
+    async def _follow(
+        self, poller: ExecutionStatusPoller, inbox: asyncio.Queue[Any], picture: ExecutionPicture
+    ) -> TriggerEvent:
+        while True:
+            item = await next_item(inbox, self._seconds_left())
+            if item is None:  # the deadline passed first
+                return await self._timeout_event(poller, picture.logged)
+            try:
+                moved = self._apply(picture, item)
+            except _WaitFailed as failed:
+                return self._error(str(failed))
+            if not moved:
+                continue
+            self.log.info("Pipeline execution %s is %s", self.pipeline_execution_arn, picture.status)
+            if execution_outcome(str(picture.status), allow_stopped=self.allow_stopped) is Outcome.RUNNING:
+                continue
+            event = await self._end_from_picture(poller, picture)
+            if event is not None:
+                return event
+
+    def _apply(self, picture: ExecutionPicture, item: Any) -> bool:
+        """Apply one event or safety read to the picture; True when the execution's status moved."""
+        arn = self.pipeline_execution_arn
+        try:
+            if isinstance(item, EventStreamError):
+                raise _WaitFailed(item.message)
+            if isinstance(item, ExecutionUpdate):
+                if item.error is not None:
+                    raise _WaitFailed(f"Could not read the status of {arn}: {item.error}")
+                return picture.apply_status(
+                    str(item.status), failure_reason=item.failure_reason, display_name=item.display_name
+                )
+            if item.kind == "step":
+                for line in picture.apply_step(item.as_step_entry()):
+                    self.log.info("%s", line)
+                return False
+            return picture.apply_status(
+                item.status, failure_reason=item.failure_reason, display_name=item.display_name
+            )
+        except ValueError as err:  # a status SageMaker does not document
+            raise _WaitFailed(str(err)) from err
+
+    async def _end_from_picture(
+        self, poller: ExecutionStatusPoller, picture: ExecutionPicture
+    ) -> TriggerEvent | None:
+        """The end event built from the picture: its steps when complete (else one listing), and for
+        Failed one DescribePipelineExecution for SageMaker's reason unless at hand. None when that answer
+        refutes the end (a late Failed event of an execution resumed since): the wait goes on."""
+        describe: Mapping[str, Any] = picture.as_describe()
+        if picture.status == "Failed" and not picture.failure_reason:
+            async with poller.lent.borrow() as client:
+                describe = await poller.hook.adescribe_pipeline_execution(
+                    self.pipeline_execution_arn, client=client
+                )
+            if not is_terminal(str(describe.get("PipelineExecutionStatus"))):
+                self.log.info(
+                    "Pipeline execution %s is %s again (the Failed event was older)",
+                    self.pipeline_execution_arn,
+                    describe.get("PipelineExecutionStatus"),
+                )
+                picture.correct(describe)
+                return None
+        return await self._end_event(poller, describe, picture.result_steps(), picture.logged)
 
     def _event(self, payload: dict[str, Any]) -> TriggerEvent:
         return TriggerEvent(
@@ -162,40 +263,52 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
     def _error(self, message: str) -> TriggerEvent:
         return self._event({"status": "error", "message": message})
 
-    async def _next_update(self, updates: asyncio.Queue[ExecutionUpdate]) -> ExecutionUpdate | None:
-        left = self._seconds_left()
-        if left is None:
-            return await updates.get()
-        try:
-            return await asyncio.wait_for(updates.get(), timeout=left)
-        except TimeoutError:
-            return None
+    async def _end_event(
+        self,
+        poller: ExecutionStatusPoller,
+        describe: Mapping[str, Any] | None,
+        steps: Sequence[Mapping[str, Any]] | None,
+        seen_steps: Mapping[str, str],
+    ) -> TriggerEvent:
+        """The success / failure event of an ended execution: its steps (listed now, with their log lines,
+        unless at hand), ``describe`` (read now unless at hand) and the parameters (unless given)."""
+        if steps is None:
+            steps = await self._list_steps(poller, seen_steps)
+        verdict = execution_verdict(
+            *await self._read(poller, steps, describe),
+            allow_stopped=self.allow_stopped,
+            step_types=self.step_types,
+        )
+        if verdict.outcome is Outcome.SUCCESS:
+            return self._event({"status": "success", "result": verdict.result})
+        return self._event({"status": "failure", "result": verdict.result, "message": verdict.message})
 
     async def _list_steps(
-        self, poller: ExecutionStatusPoller, seen_steps: dict[str, str]
+        self, poller: ExecutionStatusPoller, seen_steps: Mapping[str, str]
     ) -> list[dict[str, Any]]:
-        """List the steps and log one line per step whose status changed since the last listing."""
+        """List the steps and log one line per step whose status differs from ``seen_steps``."""
         hook, arn = poller.hook, self.pipeline_execution_arn
         async with poller.lent.borrow() as client:
             steps = await hook.alist_pipeline_execution_steps(arn, client=client)
-        new_seen, lines = step_transitions(seen_steps, steps, self.step_types)
-        seen_steps.clear()
-        seen_steps.update(new_seen)
-        for line in lines:
+        for line in step_transitions(seen_steps, steps, self.step_types)[1]:
             self.log.info("%s", line)
         return steps
 
     async def _read(
-        self, poller: ExecutionStatusPoller, steps: list[dict[str, Any]], update: ExecutionUpdate | None
+        self,
+        poller: ExecutionStatusPoller,
+        steps: Sequence[Mapping[str, Any]],
+        describe: Mapping[str, Any] | None,
     ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]], dict[str, str]]:
-        """``(describe, steps, parameters)``: the update's status at hand saves the describe call."""
+        """``(describe, steps, parameters)``: a describe at hand and the given parameters save their calls."""
         hook, arn = poller.hook, self.pipeline_execution_arn
-        describe = update.as_describe(arn) if update is not None and update.status else None
         async with poller.lent.borrow() as client:
-            return await hook.aread_execution(arn, client=client, steps=steps, describe=describe)
+            return await hook.aread_execution(
+                arn, client=client, steps=steps, describe=describe, parameters=self.parameters
+            )
 
     async def _timeout_event(
-        self, poller: ExecutionStatusPoller, seen_steps: dict[str, str], last: ExecutionUpdate | None
+        self, poller: ExecutionStatusPoller, seen_steps: Mapping[str, str]
     ) -> TriggerEvent:
         arn = self.pipeline_execution_arn
         message = f"Deadline {self.deadline} (execution_timeout) passed while waiting for {arn}."
@@ -261,6 +374,10 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         Never stops the execution: ``cleanup`` also runs when the triggerer restarts or hands the trigger
         to another triggerer, and the execution must keep running then.
         """
+
+
+class _WaitFailed(Exception):
+    """The wait cannot go on; the message is the error event's."""
 
 
 def _fallback_stop_token(arn: str) -> str:
