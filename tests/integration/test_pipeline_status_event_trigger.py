@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from sagemaker_pipelines_provider.local.seed import EVENTS_RULE, events_queue_policy, load_definition
-from sagemaker_pipelines_provider.triggers.events import STORE_KEY, PipelineStatusEventTrigger
+from sagemaker_pipelines_provider.triggers.events import STORE_KEY, PipelineStatusEventTrigger, outcome_key
 from sagemaker_pipelines_provider.utils.pipeline_events import EXECUTION_EVENT
 
 from tests.support.endpoint import ROLE_ARN, unique
@@ -142,6 +142,12 @@ def registered_models(local_aws: Any, arn: str) -> list[str]:
     ]
 
 
+def polls(local_aws: Any, pipeline: str) -> int:
+    """The safety polls of ``pipeline`` so far (ListPipelineExecutions calls answered)."""
+    calls = local_aws.controls.calls(action="ListPipelineExecutions")
+    return sum(1 for c in calls if c["args"].get("PipelineName") == pipeline and c.get("status") == 200)
+
+
 def envelope(event_id: str, arn: str, status: str, **detail: Any) -> str:
     """An execution status-change event as EventBridge puts it on the queue."""
     pipeline_arn = arn.split("/execution/")[0]
@@ -213,12 +219,12 @@ def test_duplicated_deliveries_fire_once(local_aws: Any, events: dict[str, Any])
 
 
 def test_malformed_messages_are_skipped_and_copies_fire_once(local_aws: Any, events: dict[str, Any]) -> None:
+    local_aws.controls.set_event_faults(drop_rate=1.0)  # its own events never come: copies are sent below
     arn = run_to_end(local_aws, events["pipeline"])
-    other = run_to_end(local_aws, events["pipeline"])
+    local_aws.controls.set_event_faults()
     sqs = local_aws.client("sqs")
     event_id = str(uuid.uuid4())
     with watching(pipeline_name=events["pipeline"], queue_url=events["queue_url"]) as watcher:
-        watcher.wait_for(other)  # the real events of both executions
         for body in (
             "not json",
             json.dumps({"source": "aws.sagemaker", "detail-type": EXECUTION_EVENT}),  # no id, no detail
@@ -227,20 +233,20 @@ def test_malformed_messages_are_skipped_and_copies_fire_once(local_aws: Any, eve
             envelope(str(uuid.uuid4()), arn, "Bogus"),
         ):
             sqs.send_message(QueueUrl=events["queue_url"], MessageBody=body)
-        marker = str(uuid.uuid4())
-        sqs.send_message(QueueUrl=events["queue_url"], MessageBody=envelope(marker, other, "Succeeded"))
-        wait_until(lambda: any(p["event_id"] == marker for p in watcher.payloads), what="the marker event")
-        fired = [p["event_id"] for p in watcher.payloads]
-    assert fired.count(event_id) == 1, fired
-    assert len(fired) == 4, fired  # two real events, the copied one once, the marker
+        later = run_to_end(local_aws, events["pipeline"])
+        watcher.wait_for(later)  # its event came after every message above
+        fired = [(p["pipeline_execution_arn"], p["event_id"]) for p in watcher.payloads]
+    assert fired == [(arn, event_id), (later, watcher.payloads[-1]["event_id"])], fired
 
 
-def test_a_restarted_watcher_does_not_fire_an_event_again(local_aws: Any, events: dict[str, Any]) -> None:
-    """The fired ids live in the asset's state store: a copy of an event that arrives after the trigger
-    was re-created (another triggerer, a restart) does not fire again."""
+def test_a_watcher_re_created_elsewhere_neither_repeats_nor_misses(
+    local_aws: Any, events: dict[str, Any]
+) -> None:
+    """A watcher moved to another triggerer (or restarted) starts from the asset's state store: a copy of
+    an event fired before does not fire again, and an execution that ended while no watcher ran (its event
+    taken by the triggerer that went away) fires from the first safety poll."""
     arn = run_to_end(local_aws, events["pipeline"])
     store = AssetStateStore()
-    sqs = local_aws.client("sqs")
 
     def watcher() -> contextlib.AbstractContextManager[RunningTrigger]:
         trigger = PipelineStatusEventTrigger(pipeline_name=events["pipeline"], queue_url=events["queue_url"])
@@ -249,14 +255,36 @@ def test_a_restarted_watcher_does_not_fire_an_event_again(local_aws: Any, events
 
     with watcher() as first:
         payload = first.wait_for(arn)
-    assert store.values[STORE_KEY] == [payload["event_id"]]
+    assert payload["detected_by"] == "event"
+    assert outcome_key(arn, "Succeeded") in store.values[STORE_KEY]["fired"]
+
+    local_aws.controls.set_event_faults(drop_rate=1.0)
+    missed = run_to_end(local_aws, events["pipeline"])
+    local_aws.controls.set_event_faults()
     with watcher() as second:
+        second.wait_for(missed)
         copy = envelope(payload["event_id"], arn, "Succeeded")
-        sqs.send_message(QueueUrl=events["queue_url"], MessageBody=copy)
-        marker = str(uuid.uuid4())
-        sqs.send_message(QueueUrl=events["queue_url"], MessageBody=envelope(marker, arn, "Succeeded"))
-        wait_until(lambda: any(p["event_id"] == marker for p in second.payloads), what="the marker event")
-        assert [p["event_id"] for p in second.payloads] == [marker]
+        local_aws.client("sqs").send_message(QueueUrl=events["queue_url"], MessageBody=copy)
+        later = run_to_end(local_aws, events["pipeline"])
+        second.wait_for(later)
+        fired = [(p["pipeline_execution_arn"], p["detected_by"]) for p in second.payloads]
+    assert fired == [(missed, "poll"), (later, "event")], fired
+    assert second.payloads[0]["model_package_arns"] == registered_models(local_aws, missed)
+
+
+def test_dropped_events_fire_from_the_safety_poll(local_aws: Any, events: dict[str, Any]) -> None:
+    local_aws.controls.set_event_faults(drop_rate=1.0)
+    with watching(
+        pipeline_name=events["pipeline"], queue_url=events["queue_url"], safety_poll_interval=0.3
+    ) as watcher:
+        wait_until(lambda: polls(local_aws, events["pipeline"]) >= 2, what="the first picture")
+        failed = run_to_end(local_aws, events["pipeline"], fail=True)
+        succeeded = run_to_end(local_aws, events["pipeline"])
+        payload = watcher.wait_for(succeeded)
+        assert watcher.fired_for(failed) == []
+    assert payload["detected_by"] == "poll" and payload["event_id"] is None
+    assert payload["model_package_arns"] == registered_models(local_aws, succeeded)
+    assert local_aws.controls.event_faults()["counts"]["dropped"] > 0
 
 
 def test_a_missing_queue_is_logged_clearly_and_never_fires(
