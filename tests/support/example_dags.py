@@ -124,11 +124,10 @@ class ExampleRuns:
         }
 
 
-def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
-    """The triggerer's path of the event-driven example: SageMaker (here boto3) starts
-    ``scheduled-training``; its callback message fires the DAG's AssetWatcher trigger; the event is
-    registered on the asset, the scheduler creates an asset-triggered run consuming it, which is driven
-    by :mod:`.scheduler_loop` to the end."""
+def _asset_triggered_run(dag: Any, asset: Any, payloads: list[Any]) -> tuple[str, int]:
+    """What the triggerer and the scheduler do with a watcher's events: each payload registered on
+    ``asset`` (as ``Trigger.submit_event`` does), then one asset-triggered run of ``dag`` consuming them.
+    Returns the run's id and how many runs of ``dag`` the events had queued meanwhile."""
     from airflow.assets.manager import AssetManager
     from airflow.models.asset import AssetDagRunQueue, AssetModel
     from airflow.sdk import timezone
@@ -136,6 +135,37 @@ def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    with create_session() as session:
+        model = session.query(AssetModel).filter(AssetModel.name == asset.name).one()
+        asset_events = [
+            AssetManager.register_asset_change(
+                asset=model, extra={"from_trigger": True, "payload": payload}, session=session
+            )
+            for payload in payloads
+        ]
+        queued = session.query(AssetDagRunQueue).filter_by(target_dag_id=dag.dag_id).count()
+        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        now = timezone.utcnow()
+        run = scheduler_dag.create_dagrun(
+            run_id=f"asset_triggered__{now.isoformat()}",
+            logical_date=None,
+            data_interval=None,
+            run_after=now,
+            run_type=DagRunType.ASSET_TRIGGERED,
+            triggered_by=DagRunTriggeredByType.ASSET,
+            state=DagRunState.QUEUED,
+            session=session,
+        )
+        run.consumed_asset_events.extend(asset_events)
+        return str(run.run_id), queued
+
+
+def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
+    """The triggerer's path of the event-driven example: SageMaker (here boto3) starts
+    ``scheduled-training``; its callback message fires the DAG's AssetWatcher trigger; the event is
+    registered on the asset, the scheduler creates an asset-triggered run consuming it, which is driven
+    by :mod:`.scheduler_loop` to the end."""
     from sagemaker_pipelines_provider.callbacks import lease
     from sagemaker_pipelines_provider.local.dag_runs import sync_dag
     from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackEventTrigger
@@ -163,26 +193,7 @@ def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
         return None
 
     event = asyncio.run(asyncio.wait_for(first_event(), timeout=30))
-    with create_session() as session:
-        model = session.query(AssetModel).filter(AssetModel.name == asset.name).one()
-        asset_event = AssetManager.register_asset_change(
-            asset=model, extra={"from_trigger": True, "payload": event.payload}, session=session
-        )
-        queued = session.query(AssetDagRunQueue).filter_by(target_dag_id=dag.dag_id).count()
-        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
-        now = timezone.utcnow()
-        run = scheduler_dag.create_dagrun(
-            run_id=f"asset_triggered__{now.isoformat()}",
-            logical_date=None,
-            data_interval=None,
-            run_after=now,
-            run_type=DagRunType.ASSET_TRIGGERED,
-            triggered_by=DagRunTriggeredByType.ASSET,
-            state=DagRunState.QUEUED,
-            session=session,
-        )
-        run.consumed_asset_events.append(asset_event)
-        run_id = run.run_id
+    run_id, queued = _asset_triggered_run(dag, asset, [event.payload])
     try:
         (final,) = scheduler_loop.run_dag_runs(dag, [run_id], timeout=90)
     finally:
@@ -213,13 +224,6 @@ def _on_pipeline_succeeded_run(local_aws: Any, dag: Any, found: ExampleRuns) -> 
     (and for any earlier retraining on the queue: whoever started it); each event is registered on the
     asset as ``Trigger.submit_event`` does, and the asset-triggered run consuming them is driven to the
     end by :mod:`.scheduler_loop`."""
-    from airflow.assets.manager import AssetManager
-    from airflow.models.asset import AssetModel
-    from airflow.sdk import timezone
-    from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
     from sagemaker_pipelines_provider.local.dag_runs import sync_dag
     from sagemaker_pipelines_provider.triggers.events import PipelineStatusEventTrigger
 
@@ -243,28 +247,7 @@ def _on_pipeline_succeeded_run(local_aws: Any, dag: Any, found: ExampleRuns) -> 
         return fired
 
     events = asyncio.run(asyncio.wait_for(events_until_ours(), timeout=60))
-    with create_session() as session:
-        model = session.query(AssetModel).filter(AssetModel.name == asset.name).one()
-        asset_events = [
-            AssetManager.register_asset_change(
-                asset=model, extra={"from_trigger": True, "payload": e.payload}, session=session
-            )
-            for e in events
-        ]
-        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
-        now = timezone.utcnow()
-        run = scheduler_dag.create_dagrun(
-            run_id=f"asset_triggered__{now.isoformat()}",
-            logical_date=None,
-            data_interval=None,
-            run_after=now,
-            run_type=DagRunType.ASSET_TRIGGERED,
-            triggered_by=DagRunTriggeredByType.ASSET,
-            state=DagRunState.QUEUED,
-            session=session,
-        )
-        run.consumed_asset_events.extend(asset_events)
-        run_id = run.run_id
+    run_id, _ = _asset_triggered_run(dag, asset, [e.payload for e in events])
     (final,) = scheduler_loop.run_dag_runs(dag, [run_id], timeout=90)
     with harness_calls(local_aws, found.own):
         steps = wait_until(
