@@ -125,3 +125,24 @@ def test_fired_outcomes_are_bounded_and_survive_json() -> None:
     assert len(again.fired) == 500 and outcome_key("arn-599", "Succeeded") in again.fired
     assert outcome_key("arn-0", "Succeeded") not in again.fired
     assert WatchState.from_json("garbage").to_json() == {"fired": [], "picture": None, "at": 0.0}
+
+
+def test_the_watcher_hash_survives_its_trigger_row() -> None:
+    """The dag-processor compares the hash of the DAG's watcher with the hash of the stored trigger row at
+    every parse: a difference would replace the trigger (and its running watcher) each time."""
+    from airflow.models.trigger import Trigger
+    from airflow.serialization.encoders import encode_trigger
+    from airflow.triggers.base import BaseEventTrigger
+
+    trigger = PipelineStatusEventTrigger(
+        pipeline_name="training",
+        queue_url="https://q",
+        statuses=("Succeeded", "Failed"),
+        botocore_config={"retries": {"max_attempts": 3}},
+    )
+    encoded = encode_trigger(trigger)
+    row = Trigger(classpath=encoded["classpath"], kwargs=encoded["kwargs"])
+    assert BaseEventTrigger.hash(row.classpath, row.kwargs) == BaseEventTrigger.hash(
+        encoded["classpath"], encoded["kwargs"]
+    )
+    assert PipelineStatusEventTrigger(**row.kwargs).serialize() == trigger.serialize()
