@@ -237,3 +237,35 @@ def test_check_event_queue_accepts_the_seeded_queue_and_names_a_missing_one(
                 await check_event_queue(client, missing)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("threshold", ["0.0", "2.0"])
+def test_step_events_read_like_the_listed_steps(local_aws: Any, queue_url: str, threshold: str) -> None:
+    """The ``evaluation`` pipeline (Processing, Condition, then RegisterModel or Fail): each step's last
+    event, read as a ListPipelineExecutionSteps entry, carries the listing's status, attempts, failure
+    reason and metadata (PascalCase again), and its times to the second."""
+    sm = local_aws.client("sagemaker")
+    arn = sm.start_pipeline_execution(
+        PipelineName="evaluation", PipelineParameters=[{"Name": "AccuracyThreshold", "Value": threshold}]
+    )["PipelineExecutionArn"]
+
+    def ended(got: list[PipelineEvent]) -> bool:
+        return any(e.kind == "execution" and e.status in ("Succeeded", "Failed") for e in got)
+
+    async def main() -> list[PipelineEvent]:
+        receiver = get_event_receiver(EventQueueKey(queue_url), **FAST)
+        return await collect(receiver, arn, until=ended, then=lambda: on_queue(local_aws, queue_url) == 0)
+
+    got = asyncio.run(main())
+    listed = sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+    last = {e.step_name: e.as_step_entry() for e in got if e.kind == "step"}
+    assert set(last) == {s["StepName"] for s in listed}
+    kinds = set()
+    for step in listed:
+        entry = last[step["StepName"]]
+        for key in ("StepStatus", "AttemptCount", "FailureReason", "Metadata"):
+            assert entry.get(key) == step.get(key), (step["StepName"], key)
+        for key in ("StartTime", "EndTime"):
+            assert abs((entry[key] - step[key]).total_seconds()) < 1, (step["StepName"], key)
+        kinds |= set(step["Metadata"])
+    assert kinds == {"ProcessingJob", "Condition", "RegisterModel" if threshold == "0.0" else "Fail"}
