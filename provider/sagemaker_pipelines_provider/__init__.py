@@ -62,6 +62,7 @@ def get_provider_info() -> dict[str, Any]:
                     f"{_PKG}.triggers.pipeline_step",
                     f"{_PKG}.triggers.callback",
                     f"{_PKG}.triggers.capacity",
+                    f"{_PKG}.triggers.events",
                 ],
             }
         ],

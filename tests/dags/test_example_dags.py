@@ -82,3 +82,21 @@ def test_callback_handler_dag_answers_a_callback_from_its_asset_event(example_ru
     assert callback["queued"] == 1  # the asset event queued one run of the handler DAG
     assert str(example_runs.runs["callback_handler_dag"].state) == "success"
     assert callback["status"] == "Succeeded", callback["described"]
+
+
+def test_on_pipeline_succeeded_runs_for_an_execution_started_outside_airflow(
+    example_runs: ExampleRuns,
+) -> None:
+    """The watcher's trigger fires for the ``retraining`` execution boto3 started (and for earlier ones
+    of the queue); the asset-triggered run's task reads every event it consumed."""
+    outcome = example_runs.outcome
+    run = example_runs.runs["on_pipeline_succeeded"]
+    assert str(run.state) == "success"
+    ours = [p for p in outcome["payloads"] if p["pipeline_execution_arn"] == outcome["arn"]]
+    assert len(ours) == 1, outcome["payloads"]
+    assert ours[0]["status"] == "Succeeded" and ours[0]["pipeline_name"] == "retraining"
+    assert outcome["registered"] and ours[0]["model_package_arns"] == outcome["registered"]
+    models = run.get_task_instance("new_models").xcom_pull(task_ids="new_models")
+    by_arn = {m["pipeline_execution_arn"]: m for m in models}
+    assert sorted(by_arn) == sorted(p["pipeline_execution_arn"] for p in outcome["payloads"]), models
+    assert by_arn[outcome["arn"]]["model_package_arns"] == outcome["registered"]

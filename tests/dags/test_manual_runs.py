@@ -139,6 +139,14 @@ def test_callback_handler_dag_without_an_event_skips(local_aws: Any, dag_runner:
     assert set(dag_runner.task_states(run).values()) == {"skipped"}
 
 
+def test_on_pipeline_succeeded_without_an_event_has_nothing_to_do(local_aws: Any, dag_runner: Any) -> None:
+    """Triggered by hand there is no pipeline event: the task reports no execution, the run ends well."""
+    prepare(local_aws)
+    run = run_like_the_ui(load_dag("on_pipeline_succeeded"), dag_runner)
+    assert str(run.state) == "success", dag_runner.task_states(run)
+    assert run.get_task_instance("new_models").xcom_pull(task_ids="new_models") == []
+
+
 def test_the_dag_runner_manual_run_is_the_run_the_cli_creates(local_aws: Any, dag_runner: Any) -> None:
     """``dag_runner.run_dag(dag, logical_date=None)`` (``dag.test``) makes the same kind of run as
     ``airflow dags trigger`` (its ``trigger_dag``): no logical date, no data interval, manual."""

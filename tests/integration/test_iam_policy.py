@@ -46,6 +46,12 @@ POLICY = REPO / "docs" / "iam-policy.json"
 NOT_YET_BUILT = {"EventWaits": "event_queue_url"}
 # The IAM service prefix of each SigV4 signing name the call record holds.
 IAM_PREFIX = {"sagemaker": "sagemaker", "sqs": "sqs", "glue": "glue", "ecs": "ecs", "events": "events"}
+# SQS batch calls have no IAM action of their own: each is authorised by its single-message action.
+SQS_BATCH_ACTIONS = {
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+    "DeleteMessageBatch": "DeleteMessage",
+    "SendMessageBatch": "SendMessage",
+}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -58,7 +64,8 @@ def iam_action(call: dict[str, Any]) -> str | None:
     prefix = IAM_PREFIX.get(call["service"])
     if prefix is None or call["protocol"] == "rest" or " " in call["action"]:
         return None
-    return f"{prefix}:{call['action']}"
+    action = SQS_BATCH_ACTIONS.get(call["action"], call["action"]) if prefix == "sqs" else call["action"]
+    return f"{prefix}:{action}"
 
 
 def load_policy() -> dict[str, Any]:

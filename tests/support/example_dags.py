@@ -43,6 +43,7 @@ EXAMPLE_DAGS = (
     "retraining_consumer",
     "mirror_pipeline",
     "callback_handler_dag",
+    "on_pipeline_succeeded",
 )
 CHAIN_DATE = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 HISTORICAL_DATE = dt.datetime(2025, 6, 2, tzinfo=dt.UTC)
@@ -99,6 +100,7 @@ class ExampleRuns:
     failure_runs: dict[str, Any] = field(default_factory=dict)  # path -> DagRun
     executions: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # dag_id -> ...
     callback: dict[str, Any] = field(default_factory=dict)  # the callback_handler_dag's asset event path
+    outcome: dict[str, Any] = field(default_factory=dict)  # on_pipeline_succeeded's asset event path
     calls: list[dict[str, Any]] = field(default_factory=list)  # the endpoint's call record, all of it
     own: list[tuple[int, int]] = field(default_factory=list)  # (after, up to] seq: the harness's calls
     failure_paths_end: int = 0  # the last seq of the failure paths (the token error paths come after)
@@ -122,11 +124,10 @@ class ExampleRuns:
         }
 
 
-def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
-    """The triggerer's path of the event-driven example: SageMaker (here boto3) starts
-    ``scheduled-training``; its callback message fires the DAG's AssetWatcher trigger; the event is
-    registered on the asset, the scheduler creates an asset-triggered run consuming it, which is driven
-    by :mod:`.scheduler_loop` to the end."""
+def _asset_triggered_run(dag: Any, asset: Any, payloads: list[Any]) -> tuple[str, int]:
+    """What the triggerer and the scheduler do with a watcher's events: each payload registered on
+    ``asset`` (as ``Trigger.submit_event`` does), then one asset-triggered run of ``dag`` consuming them.
+    Returns the run's id and how many runs of ``dag`` the events had queued meanwhile."""
     from airflow.assets.manager import AssetManager
     from airflow.models.asset import AssetDagRunQueue, AssetModel
     from airflow.sdk import timezone
@@ -134,6 +135,37 @@ def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    with create_session() as session:
+        model = session.query(AssetModel).filter(AssetModel.name == asset.name).one()
+        asset_events = [
+            AssetManager.register_asset_change(
+                asset=model, extra={"from_trigger": True, "payload": payload}, session=session
+            )
+            for payload in payloads
+        ]
+        queued = session.query(AssetDagRunQueue).filter_by(target_dag_id=dag.dag_id).count()
+        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        now = timezone.utcnow()
+        run = scheduler_dag.create_dagrun(
+            run_id=f"asset_triggered__{now.isoformat()}",
+            logical_date=None,
+            data_interval=None,
+            run_after=now,
+            run_type=DagRunType.ASSET_TRIGGERED,
+            triggered_by=DagRunTriggeredByType.ASSET,
+            state=DagRunState.QUEUED,
+            session=session,
+        )
+        run.consumed_asset_events.extend(asset_events)
+        return str(run.run_id), queued
+
+
+def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
+    """The triggerer's path of the event-driven example: SageMaker (here boto3) starts
+    ``scheduled-training``; its callback message fires the DAG's AssetWatcher trigger; the event is
+    registered on the asset, the scheduler creates an asset-triggered run consuming it, which is driven
+    by :mod:`.scheduler_loop` to the end."""
     from sagemaker_pipelines_provider.callbacks import lease
     from sagemaker_pipelines_provider.local.dag_runs import sync_dag
     from sagemaker_pipelines_provider.triggers.callback import SageMakerCallbackEventTrigger
@@ -161,26 +193,7 @@ def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
         return None
 
     event = asyncio.run(asyncio.wait_for(first_event(), timeout=30))
-    with create_session() as session:
-        model = session.query(AssetModel).filter(AssetModel.name == asset.name).one()
-        asset_event = AssetManager.register_asset_change(
-            asset=model, extra={"from_trigger": True, "payload": event.payload}, session=session
-        )
-        queued = session.query(AssetDagRunQueue).filter_by(target_dag_id=dag.dag_id).count()
-        scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
-        now = timezone.utcnow()
-        run = scheduler_dag.create_dagrun(
-            run_id=f"asset_triggered__{now.isoformat()}",
-            logical_date=None,
-            data_interval=None,
-            run_after=now,
-            run_type=DagRunType.ASSET_TRIGGERED,
-            triggered_by=DagRunTriggeredByType.ASSET,
-            state=DagRunState.QUEUED,
-            session=session,
-        )
-        run.consumed_asset_events.append(asset_event)
-        run_id = run.run_id
+    run_id, queued = _asset_triggered_run(dag, asset, [event.payload])
     try:
         (final,) = scheduler_loop.run_dag_runs(dag, [run_id], timeout=90)
     finally:
@@ -205,6 +218,52 @@ def _callback_handler_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
     return final
 
 
+def _on_pipeline_succeeded_run(local_aws: Any, dag: Any, found: ExampleRuns) -> Any:
+    """The triggerer's path of the pipeline-outcome example: a ``retraining`` execution started outside
+    Airflow (here boto3) succeeds; the DAG's watcher trigger, running as a triggerer runs it, fires for it
+    (and for any earlier retraining on the queue: whoever started it); each event is registered on the
+    asset as ``Trigger.submit_event`` does, and the asset-triggered run consuming them is driven to the
+    end by :mod:`.scheduler_loop`."""
+    from sagemaker_pipelines_provider.local.dag_runs import sync_dag
+    from sagemaker_pipelines_provider.triggers.events import PipelineStatusEventTrigger
+
+    from tests.support import scheduler_loop
+    from tests.support.waiting import wait_until
+
+    sync_dag(dag)
+    scheduler_loop.unpause(dag.dag_id)
+    (asset,) = dag.timetable.asset_condition.objects
+    trigger = PipelineStatusEventTrigger(**asset.watchers[0].trigger.serialize()[1])
+    sm = local_aws.client("sagemaker")
+    with harness_calls(local_aws, found.own):  # SageMaker's part, not the provider's
+        arn = sm.start_pipeline_execution(PipelineName="retraining")["PipelineExecutionArn"]
+
+    async def events_until_ours() -> list[Any]:
+        fired = []
+        async for event in trigger.run():
+            fired.append(event)
+            if event.payload["pipeline_execution_arn"] == arn:
+                return fired
+        return fired
+
+    events = asyncio.run(asyncio.wait_for(events_until_ours(), timeout=60))
+    run_id, _ = _asset_triggered_run(dag, asset, [e.payload for e in events])
+    (final,) = scheduler_loop.run_dag_runs(dag, [run_id], timeout=90)
+    with harness_calls(local_aws, found.own):
+        steps = wait_until(
+            lambda: sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"],
+            what=f"the steps of {arn}",
+        )
+    found.outcome = {
+        "arn": arn,
+        "payloads": [e.payload for e in events],
+        "registered": [
+            s["Metadata"]["RegisterModel"]["Arn"] for s in steps if "RegisterModel" in s["Metadata"]
+        ],
+    }
+    return final
+
+
 def _fast_polls(dag: Any) -> Any:
     """The mirror example polls every 5 s; here every 0.2 s."""
     for task in dag.tasks:
@@ -223,6 +282,8 @@ def run_example_dags(local_aws: Any, dag_runner: Any, found: ExampleRuns) -> Non
         dag = load_dag(dag_id)
         if dag_id == "callback_handler_dag":
             run = _callback_handler_run(local_aws, dag, found)
+        elif dag_id == "on_pipeline_succeeded":
+            run = _on_pipeline_succeeded_run(local_aws, dag, found)
         elif dag_id == "historical_retraining":
             run = dag_runner.run_dag(dag, logical_date=HISTORICAL_DATE)
         elif dag_id == "retraining_chain":
