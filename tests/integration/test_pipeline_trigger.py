@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -85,8 +86,8 @@ def test_one_poller_per_pipeline_coalesces_every_waiting_execution(local_aws: An
         # One page per round for all executions of the pipeline; never one call per execution per round.
         assert 3 <= count("ListPipelineExecutions", pipeline) <= rounds
         assert count("DescribePipelineExecution", pipeline) == 0  # all found in the list pages
-        # Steps are listed on a status change only: first sight (Executing) and the end.
-        assert count("ListPipelineExecutionSteps", pipeline) <= 2 * executions_watched
+        # Steps are listed once per execution, at its end (for the result and the step log lines).
+        assert count("ListPipelineExecutionSteps", pipeline) == executions_watched
         assert count("ListPipelineParametersForExecution", pipeline) == executions_watched
 
 
@@ -95,6 +96,50 @@ def _about(call: dict[str, Any], pipeline: str) -> bool:
     return args.get("PipelineName") == pipeline or f":pipeline/{pipeline}/" in str(
         args.get("PipelineExecutionArn")
     )
+
+
+def per_execution_calls(local_aws: Any, arns: list[str], since: int) -> dict[str, Counter[str]]:
+    """SageMaker calls naming each execution ARN since the ``since`` cursor, counted by action."""
+    counted: dict[str, Counter[str]] = {arn: Counter() for arn in arns}
+    for call in local_aws.controls.calls(service="sagemaker", since=since):
+        arn = (call.get("args") or {}).get("PipelineExecutionArn")
+        if arn in counted:
+            counted[arn][call["action"]] += 1
+    return counted
+
+
+def test_polling_costs_one_step_listing_per_execution_and_no_parameters_when_given(local_aws: Any) -> None:
+    """The call diet: before the end only the shared list pages; at the end one ListPipelineExecutionSteps,
+    no Describe (the list page carried the status), ListPipelineParametersForExecution only when the
+    trigger was not given the parameters."""
+    fast_endpoint(local_aws, step_seconds=0.5)  # several poll rounds while the steps run
+    steps = [processing_step("Prep"), processing_step("Fit", ["Prep"]), processing_step("Score", ["Fit"])]
+    rows = [{"Name": "Rows", "Type": "Integer", "DefaultValue": 7}]
+    pipeline = create_pipeline(local_aws, parameters=rows, steps=steps)
+    known, unknown = start(local_aws, pipeline, 2)
+    since = local_aws.controls.calls()[-1]["seq"]
+
+    async def wait_both() -> list[dict[str, Any]]:
+        return list(
+            await asyncio.gather(
+                first_event(
+                    SageMakerPipelineExecutionTrigger(known, poll_interval=0.1, parameters={"Rows": "7"})
+                ),
+                first_event(SageMakerPipelineExecutionTrigger(unknown, poll_interval=0.1)),
+            )
+        )
+
+    events = asyncio.run(wait_both())
+    assert [e["status"] for e in events] == ["success", "success"]
+    assert [e["result"]["parameters"] for e in events] == [{"Rows": "7"}, {"Rows": "7"}]
+    assert all(set(e["result"]["steps"]) == {"Prep", "Fit", "Score"} for e in events)
+    counted = per_execution_calls(local_aws, [known, unknown], since)
+    assert counted[known] == Counter({"ListPipelineExecutionSteps": 1}), counted[known]
+    assert counted[unknown] == Counter(
+        {"ListPipelineExecutionSteps": 1, "ListPipelineParametersForExecution": 1}
+    ), counted[unknown]
+    rounds = len(calls(local_aws, "ListPipelineExecutions", pipeline))
+    assert rounds >= 3, "the executions must have been seen running for a few rounds before their end"
 
 
 def test_failure_event_names_the_step_and_its_reason(local_aws: Any) -> None:

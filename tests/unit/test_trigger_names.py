@@ -98,6 +98,12 @@ PERSISTED: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 
+#: kwargs added since that version, with the values a trigger persisted without them takes (their defaults).
+ADDED_SINCE: dict[str, dict[str, Any]] = {
+    "SageMakerPipelineExecutionTrigger": {"parameters": None},
+}
+
+
 @pytest.mark.parametrize(("module", "old", "new", "kwargs"), PERSISTED, ids=[p[1] for p in PERSISTED])
 def test_a_trigger_persisted_under_its_old_name_loads_and_moves_to_the_new_one(
     module: str, old: str, new: str, kwargs: dict[str, Any]
@@ -111,7 +117,7 @@ def test_a_trigger_persisted_under_its_old_name_loads_and_moves_to_the_new_one(
         trigger_class = import_string(row.classpath)  # what the triggerer does with the stored classpath
     assert trigger_class is getattr(importlib.import_module(module), new)
     revived = trigger_class(**Trigger._decrypt_kwargs(row.encrypted_kwargs))
-    assert revived.serialize() == (f"{module}.{new}", kwargs)
+    assert revived.serialize() == (f"{module}.{new}", {**kwargs, **ADDED_SINCE.get(new, {})})
 
 
 @pytest.mark.parametrize(("module", "old", "new", "kwargs"), PERSISTED, ids=[p[1] for p in PERSISTED])

@@ -38,6 +38,7 @@ def trigger(**kwargs: Any) -> SageMakerPipelineExecutionTrigger:
         "stop_token": "s" * 64,
         "deadline": "2030-01-01T00:00:00+00:00",
         "step_types": {"Train": "Training"},
+        "parameters": {"RunDate": "2024-01-01", "Rows": "10"},
     }
     options.update(kwargs)
     return SageMakerPipelineExecutionTrigger(ARN.format("e1"), **options)
@@ -62,12 +63,14 @@ def test_round_trips_through_airflow_trigger_serialisation() -> None:
     assert revived.serialize() == original.serialize()
     assert revived.step_types == {"Train": "Training"}
     assert revived.botocore_config == {"connect_timeout": 5}
+    assert revived.parameters == {"RunDate": "2024-01-01", "Rows": "10"}
 
 
 def test_defaults_round_trip_too() -> None:
     plain = SageMakerPipelineExecutionTrigger(ARN.format("e2"))
     assert SageMakerPipelineExecutionTrigger(**plain.serialize()[1]).serialize() == plain.serialize()
     assert plain.serialize()[1]["stop_on_kill"] is False
+    assert plain.serialize()[1]["parameters"] is None  # not known: read once, at the end
 
 
 def test_a_malformed_arn_fires_an_error_event() -> None:

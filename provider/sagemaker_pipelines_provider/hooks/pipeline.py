@@ -540,14 +540,19 @@ class SageMakerPipelineHook(AwsBaseHook):
         client: Any,
         steps: Sequence[Mapping[str, Any]] | None = None,
         describe: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, str] | None = None,
     ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]], dict[str, str]]:
-        """``(describe, steps, parameters)`` (async); ``steps`` / ``describe`` at hand save their calls."""
+        """``(describe, steps, parameters)`` (async); ``steps`` / ``describe`` / ``parameters`` at hand save
+        their calls."""
         if describe is None:
             describe = await self.adescribe_pipeline_execution(pipeline_execution_arn, client=client)
         if steps is None:
             steps = await self.alist_pipeline_execution_steps(pipeline_execution_arn, client=client)
-        parameters = await self.alist_pipeline_parameters_for_execution(pipeline_execution_arn, client=client)
-        return describe, steps, parameters
+        if parameters is None:
+            parameters = await self.alist_pipeline_parameters_for_execution(
+                pipeline_execution_arn, client=client
+            )
+        return describe, steps, dict(parameters)
 
     async def aget_execution_result(
         self,

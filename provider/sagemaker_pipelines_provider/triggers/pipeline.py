@@ -52,6 +52,9 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         RetryPipelineExecution is a new one).
     :param deadline: ISO-8601 time at which to stop waiting (the task's ``execution_timeout``).
     :param step_types: step name -> step Type, from the pipeline's definition (for the result and log).
+    :param parameters: the parameters the execution runs with, as SageMaker reports them (``{name: value}``
+        strings, defaults included), when the caller knows them: the result then costs no
+        ListPipelineParametersForExecution call.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         stop_token: str | None = None,
         deadline: str | None = None,
         step_types: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_execution_arn = pipeline_execution_arn
@@ -78,6 +82,7 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         self.stop_token = stop_token
         self.deadline = deadline
         self.step_types = dict(step_types or {})
+        self.parameters = None if parameters is None else {str(k): str(v) for k, v in parameters.items()}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -91,6 +96,7 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
                 "stop_token": self.stop_token,
                 "deadline": self.deadline,
                 "step_types": self.step_types,
+                "parameters": self.parameters,
             },
         )
 
@@ -115,44 +121,33 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         except ValueError as err:
             yield self._error(str(err))
             return
-        poller = get_poller(key)
-        seen_steps: dict[str, str] = {}
-        last: ExecutionUpdate | None = None
-        # No await between get_poller and subscribe: the poller cannot end in between.
         with waiting_here(arn):  # an in-process wait (dag.test) lets a SIGTERM of the task stop it
-            async with poller.subscribe(arn, self.poll_interval) as updates:
-                while True:
-                    update = await self._next_update(updates)
-                    if update is None:  # the deadline passed first
-                        yield await self._timeout_event(poller, seen_steps, last)
-                        return
-                    if update.error is not None:
-                        yield self._error(f"Could not read the status of {arn}: {update.error}")
-                        return
-                    try:
-                        outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
-                    except ValueError as err:
-                        yield self._error(str(err))
-                        return
-                    if last is not None and update.status == last.status:
-                        last = update
-                        continue
-                    last = update
+            event = await self._wait_polling(key)
+        # Yielded once the subscriptions are left: the shared services never wait on a fired trigger.
+        yield event
+
+    async def _wait_polling(self, key: PollerKey) -> TriggerEvent:
+        """Status from the shared poller's rounds only; the steps are listed once, at the end."""
+        arn = self.pipeline_execution_arn
+        poller = get_poller(key)
+        last_status: str | None = None
+        # No await between get_poller and subscribe: the poller cannot end in between.
+        async with poller.subscribe(arn, self.poll_interval) as updates:
+            while True:
+                update = await self._next_update(updates)
+                if update is None:  # the deadline passed first
+                    return await self._timeout_event(poller, {})
+                if update.error is not None:
+                    return self._error(f"Could not read the status of {arn}: {update.error}")
+                try:
+                    outcome = execution_outcome(str(update.status), allow_stopped=self.allow_stopped)
+                except ValueError as err:
+                    return self._error(str(err))
+                if update.status != last_status:
+                    last_status = update.status
                     self.log.info("Pipeline execution %s is %s", arn, update.status)
-                    steps = await self._list_steps(poller, seen_steps)
-                    if outcome is Outcome.RUNNING:
-                        continue
-                    verdict = execution_verdict(
-                        *await self._read(poller, steps, update),
-                        allow_stopped=self.allow_stopped,
-                        step_types=self.step_types,
-                    )
-                    if verdict.outcome is Outcome.SUCCESS:
-                        yield self._event({"status": "success", "result": verdict.result})
-                    else:
-                        failure = {"status": "failure", "result": verdict.result, "message": verdict.message}
-                        yield self._event(failure)
-                    return
+                if outcome is not Outcome.RUNNING:
+                    return await self._end_event(poller, update.as_describe(arn), None, {})
 
     def _event(self, payload: dict[str, Any]) -> TriggerEvent:
         return TriggerEvent(
@@ -171,31 +166,52 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         except TimeoutError:
             return None
 
+    async def _end_event(
+        self,
+        poller: ExecutionStatusPoller,
+        describe: Mapping[str, Any] | None,
+        steps: Sequence[Mapping[str, Any]] | None,
+        seen_steps: Mapping[str, str],
+    ) -> TriggerEvent:
+        """The success / failure event of an ended execution: its steps (listed now, with their log lines,
+        unless at hand), ``describe`` (read now unless at hand) and the parameters (unless given)."""
+        if steps is None:
+            steps = await self._list_steps(poller, seen_steps)
+        verdict = execution_verdict(
+            *await self._read(poller, steps, describe),
+            allow_stopped=self.allow_stopped,
+            step_types=self.step_types,
+        )
+        if verdict.outcome is Outcome.SUCCESS:
+            return self._event({"status": "success", "result": verdict.result})
+        return self._event({"status": "failure", "result": verdict.result, "message": verdict.message})
+
     async def _list_steps(
-        self, poller: ExecutionStatusPoller, seen_steps: dict[str, str]
+        self, poller: ExecutionStatusPoller, seen_steps: Mapping[str, str]
     ) -> list[dict[str, Any]]:
-        """List the steps and log one line per step whose status changed since the last listing."""
+        """List the steps and log one line per step whose status differs from ``seen_steps``."""
         hook, arn = poller.hook, self.pipeline_execution_arn
         async with poller.lent.borrow() as client:
             steps = await hook.alist_pipeline_execution_steps(arn, client=client)
-        new_seen, lines = step_transitions(seen_steps, steps, self.step_types)
-        seen_steps.clear()
-        seen_steps.update(new_seen)
-        for line in lines:
+        for line in step_transitions(seen_steps, steps, self.step_types)[1]:
             self.log.info("%s", line)
         return steps
 
     async def _read(
-        self, poller: ExecutionStatusPoller, steps: list[dict[str, Any]], update: ExecutionUpdate | None
+        self,
+        poller: ExecutionStatusPoller,
+        steps: Sequence[Mapping[str, Any]],
+        describe: Mapping[str, Any] | None,
     ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]], dict[str, str]]:
-        """``(describe, steps, parameters)``: the update's status at hand saves the describe call."""
+        """``(describe, steps, parameters)``: a describe at hand and the given parameters save their calls."""
         hook, arn = poller.hook, self.pipeline_execution_arn
-        describe = update.as_describe(arn) if update is not None and update.status else None
         async with poller.lent.borrow() as client:
-            return await hook.aread_execution(arn, client=client, steps=steps, describe=describe)
+            return await hook.aread_execution(
+                arn, client=client, steps=steps, describe=describe, parameters=self.parameters
+            )
 
     async def _timeout_event(
-        self, poller: ExecutionStatusPoller, seen_steps: dict[str, str], last: ExecutionUpdate | None
+        self, poller: ExecutionStatusPoller, seen_steps: Mapping[str, str]
     ) -> TriggerEvent:
         arn = self.pipeline_execution_arn
         message = f"Deadline {self.deadline} (execution_timeout) passed while waiting for {arn}."

@@ -9,17 +9,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sagemaker_pipelines_provider.utils.pipeline_events import EXECUTION_EVENT, STEP_EVENT
+
 from .state import ACTIVE_EXECUTION, Execution, StepRun, iso
 
 __all__ = ["EXECUTION_EVENT", "STEP_EVENT", "camel", "execution_event", "step_event"]
 
-EXECUTION_EVENT = "SageMaker Model Building Pipeline Execution Status Change"
-STEP_EVENT = "SageMaker Model Building Pipeline Execution Step Status Change"
 _LEADING_CAPS = re.compile(r"^([A-Z]+)(?=[A-Z][a-z]|$)|^[A-Z]")
 
 
 def camel(value: Any) -> Any:
-    """PascalCase keys -> lowerCamelCase (``ProcessingJob`` -> ``processingJob``, ``EMR`` -> ``emr``)."""
+    """PascalCase keys -> lowerCamelCase (``ProcessingJob`` -> ``processingJob``, ``EMR`` -> ``emr``); the
+    provider reads them back with :func:`sagemaker_pipelines_provider.utils.pipeline_events.pascal`."""
     if isinstance(value, Mapping):
         return {_LEADING_CAPS.sub(lambda m: m.group(0).lower(), k): camel(v) for k, v in value.items()}
     if isinstance(value, list):
