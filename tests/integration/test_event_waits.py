@@ -121,11 +121,6 @@ def test_a_missing_events_queue_fails_the_sensor_before_it_waits(local_aws: Any,
     assert f"Task wait: the events queue {queue!r}" in message
 
 
-def test_safety_poll_interval_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="safety_poll_interval must be a number of seconds > 0"):
-        operator(pipeline_name="p", safety_poll_interval=0)
-
-
 # ------------------------------------------------------------------------------------------------------
 # the call diet
 
