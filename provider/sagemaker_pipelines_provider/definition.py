@@ -496,9 +496,7 @@ def execution_parameters(
     """
     parsed = _as_definition(definition)
     sent = {str(p.get("Name")): format_value(p.get("Value")) for p in given}
-    return [
-        {"Name": p.name, "Value": sent.get(p.name, format_value(p.default))} for p in parsed.parameters
-    ]
+    return [{"Name": p.name, "Value": sent.get(p.name, format_value(p.default))} for p in parsed.parameters]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,9 +45,8 @@ def test_the_chain_gives_the_queue_to_its_pipelines_and_the_wait_after_a_callbac
         answered = chain.pipeline(
             "training", callback=SageMakerCallbackWork(queue_url="https://q/callbacks", outputs={"ok": True})
         )
-    assert plain.start.event_queue_url == QUEUE
-    assert answered.start.event_queue_url == QUEUE
-    assert answered.result_task.event_queue_url == QUEUE  # the sensor that waits for the end
+    tasks: list[Any] = [plain.start, answered.start, answered.result_task]  # the last: the sensor
+    assert [t.event_queue_url for t in tasks] == [QUEUE] * 3
 
 
 def test_trigger_arguments_only_with_a_queue() -> None:
