@@ -11,9 +11,9 @@ import logging
 import math
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 from airflow.sdk.exceptions import AirflowException
 
+from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
 
 
@@ -48,27 +48,21 @@ def check_event_queue(task: Any) -> None:
     (``aws_conn_id``, ``region_name``, ``verify``, ``botocore_config``). Nothing to do without a queue.
 
     :raises AirflowException: the queue is missing or unreadable with that connection; the message names
-        the task, the queue, the AWS error and what the queue needs (docs/events.md).
+        the task and, from :func:`~sagemaker_pipelines_provider.triggers.event_receiver.
+        check_event_queue_sync`, the queue, the AWS error and what the queue needs (docs/events.md).
     """
+    from sagemaker_pipelines_provider.triggers.event_receiver import check_event_queue_sync
+
     queue_url = task.event_queue_url
     if not queue_url:
         return
     aws = AwsConnectionArgs.of(task.aws_conn_id, task.region_name, task.verify, task.botocore_config)
-    client = aws.hook(SqsHook).get_conn()
     try:
-        check_event_queue_sync(client, queue_url)
+        check_event_queue_sync(aws.hook(SageMakerCallbackQueueHook), queue_url)
     except Exception as err:
         raise AirflowException(
-            f"Task {task.task_id}: the events queue {queue_url!r} (event_queue_url) cannot be read: {err}. "
-            "Nothing was started. Create the queue and the EventBridge rule that feeds it, and allow this "
-            "connection sqs:GetQueueAttributes, ReceiveMessage, DeleteMessage and ChangeMessageVisibility "
-            "on it (docs/events.md), or leave event_queue_url out to wait by polling."
+            f"Task {task.task_id}: {err} Nothing was started; leave event_queue_url out to wait by polling."
         ) from err
-
-
-def check_event_queue_sync(sqs_client: Any, queue_url: str) -> None:
-    """GetQueueAttributes of ``queue_url``: raises the client's error for a missing/unreadable queue."""
-    sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
 
 
 def log_polling_wait(log: logging.Logger | Any, event_queue_url: str | None) -> None:
