@@ -30,7 +30,7 @@ from tests.support.pipelines import (
 pytestmark = pytest.mark.integration
 
 #: Parameters of every type, with and without defaults (one of each is overridden below).
-ALL_TYPES = [
+ALL_TYPES: list[dict[str, Any]] = [
     {"Name": "Label", "Type": "String", "DefaultValue": "plain"},
     {"Name": "Region", "Type": "String"},
     {"Name": "Rows", "Type": "Integer", "DefaultValue": 10},
@@ -91,7 +91,7 @@ def test_a_missing_events_queue_fails_the_operator_before_it_starts_anything(
     assert executions(local_aws, pipeline) == []
     assert calls(local_aws, "StartPipelineExecution", pipeline) == []
     (message,) = failures.messages
-    assert f"the events queue {queue!r} (event_queue_url) cannot be read" in message
+    assert f"Task run: The pipeline events queue {queue} does not exist" in message
     assert "Nothing was started" in message and "docs/events.md" in message
 
 
@@ -118,7 +118,7 @@ def test_a_missing_events_queue_fails_the_sensor_before_it_waits(local_aws: Any,
     assert dag_runner.task_states(run) == {"wait": "failed"}
     assert calls(local_aws, "DescribePipelineExecution", pipeline) == []  # failed before its first look
     (message,) = failures.messages
-    assert f"Task wait: the events queue {queue!r}" in message
+    assert f"Task wait: The pipeline events queue {queue} does not exist" in message
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -197,3 +197,56 @@ def test_the_sensor_reads_the_parameters_once_at_the_end(local_aws: Any, dag_run
     assert counts["ListPipelineParametersForExecution"] == 1
     assert counts["ListPipelineExecutionSteps"] == 1
     assert xcom(run, "wait")["parameters"]["Region"] == "r"
+
+
+# ------------------------------------------------------------------------------------------------------
+# waits on the seeded events queue
+
+
+@pytest.fixture
+def events_queue(local_aws: Any) -> str:
+    """The seeded queue ``sagemaker-pipeline-events``, fed by the endpoint's EventBridge rule."""
+    return str(local_aws.seed()["events_queue_url"])
+
+
+def test_the_operator_waits_on_events(local_aws: Any, dag_runner: Any, events_queue: str) -> None:
+    pipeline, result, _ = run_all_types(
+        local_aws, dag_runner, deferrable=True, event_queue_url=events_queue, safety_poll_interval=600
+    )
+    counts = per_execution(local_aws, pipeline)
+    print("calls per execution (deferrable, events):", dict(counts))
+    assert counts["ListPipelineParametersForExecution"] == 0
+    assert counts["ListPipelineExecutionSteps"] <= 1  # none when the step events told the whole story
+    assert counts["DescribePipelineExecution"] == 1  # the start's look
+    assert result["status"] == "Succeeded" and set(result["steps"]) == {"Prep", "Train"}
+    checks = local_aws.controls.calls(action="GetQueueAttributes")
+    assert any((c.get("args") or {}).get("QueueUrl") == events_queue for c in checks)  # checked first
+
+
+def test_the_mirror_waits_on_events(local_aws: Any, dag_runner: Any, events_queue: str) -> None:
+    from airflow.sdk import DAG
+    from sagemaker_pipelines_provider.task_groups.mirror import SageMakerPipelineTaskGroup
+
+    from tests.support.pipelines import FAST_BACKOFF, START_DATE, unique
+
+    fast_endpoint(local_aws)
+    steps = [processing_step("Prep"), processing_step("Train", ["Prep"])]
+    pipeline = create_pipeline(local_aws, steps=steps, parameters=[])
+    definition = {"Version": "2020-12-01", "Parameters": [], "Steps": steps}
+    with DAG(unique("mirror_events"), schedule=None, start_date=START_DATE) as d:
+        SageMakerPipelineTaskGroup(
+            pipeline,
+            definition=definition,
+            group_id="mirror",
+            poll_interval=POLL,
+            event_queue_url=events_queue,
+            start_kwargs={"backoff_policy": FAST_BACKOFF},
+        )
+    run = dag_runner.run_dag(d)
+    assert set(dag_runner.task_states(run).values()) == {"success"}, dag_runner.task_states(run)
+    receives = [
+        c
+        for c in local_aws.controls.calls(action="ReceiveMessage")
+        if c["args"].get("QueueUrl") == events_queue
+    ]
+    assert receives, "the step and result waits never read the events queue"
