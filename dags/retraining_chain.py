@@ -18,10 +18,12 @@ Dates come from ``(dag_run.logical_date or dag_run.run_after)``: the logical dat
 run, and for a manual run without a logical date (Airflow 3's Trigger button, ``airflow dags trigger``) the
 time it was triggered — ``{{ ds }}`` is undefined in such a run.
 
-Configuration through the environment: ``SMP_CALLBACK_QUEUE_URL``, ``SMP_POOL`` (default
-``sagemaker_pipelines``). The pipeline tasks poll every ``[sagemaker_pipelines] default_poll_interval``
-seconds (the provider's Airflow option, default 30); the Glue job, the ECS task and the callback queue are
-polled at the same pace.
+Configuration through the environment: ``SMP_CALLBACK_QUEUE_URL``, ``SMP_EVENTS_QUEUE_URL``, ``SMP_POOL``
+(default ``sagemaker_pipelines``). The pipeline waits are event-driven: they wake on SageMaker's status
+events from the seeded queue ``sagemaker-pipeline-events`` (docs/events.md; set ``SMP_EVENTS_QUEUE_URL``
+empty to poll instead) and poll only every ``[sagemaker_pipelines] event_safety_poll_interval`` as a
+safety net. The Glue job, the ECS task and the callback queue are polled every ``[sagemaker_pipelines]
+default_poll_interval`` seconds (the provider's Airflow option, default 30).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interv
 BUCKET = "sagemaker-local-demo"
 QUEUE_URL = os.environ.get(
     "SMP_CALLBACK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-callbacks"
+)
+#: The queue of SageMaker's status events (an empty value: the waits poll).
+EVENTS_QUEUE_URL = os.environ.get(
+    "SMP_EVENTS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/sagemaker-pipeline-events"
 )
 POOL = os.environ.get("SMP_POOL", "sagemaker_pipelines")
 POLL = default_poll_interval()  # for the Glue, ECS and SQS waits
@@ -95,7 +101,7 @@ with (
         tags=["sagemaker", "example", "chain"],
         doc_md=__doc__,
     ) as dag,
-    pipeline_chain("retrain", deferrable=True, pool=POOL) as chain,
+    pipeline_chain("retrain", deferrable=True, pool=POOL, event_queue_url=EVENTS_QUEUE_URL or None) as chain,
 ):
     features = chain.pipeline(
         "features",

@@ -33,6 +33,7 @@ __all__ = [
     "coerce_parameters",
     "coerce_value",
     "describe_parameters",
+    "execution_parameters",
     "format_value",
     "freeze",
     "iter_gets",
@@ -480,6 +481,22 @@ def resolve_parameters(
     for parameter in parsed.parameters:
         values[parameter.name] = typed.get(parameter.name, parameter.default)
     return values
+
+
+def execution_parameters(
+    definition: PipelineDefinition | str | Mapping[str, Any], given: Sequence[Mapping[str, Any]]
+) -> list[dict[str, str]]:
+    """Every parameter of an execution as ListPipelineParametersForExecution reports it.
+
+    ``given`` is StartPipelineExecution's ``PipelineParameters`` (already validated, e.g. by
+    :func:`coerce_parameters`). The result is ``[{"Name", "Value"}]`` in definition order: a given value as
+    sent (formatted with :func:`format_value`), otherwise the definition's default formatted with
+    :func:`format_value`. The one rule for the local engine and for the operator that knows its
+    execution's parameters without asking.
+    """
+    parsed = _as_definition(definition)
+    sent = {str(p.get("Name")): format_value(p.get("Value")) for p in given}
+    return [{"Name": p.name, "Value": sent.get(p.name, format_value(p.default))} for p in parsed.parameters]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,10 +17,9 @@ statement is exempt. The harness's own calls (creating pipelines and queues, sta
 SageMaker would start on a schedule) are cut out of the record by seq range; so are the calls of the
 token error paths that run after the failure paths (``test_no_secret_in_logs.py``'s).
 
-One statement is exempt from "never called", for as long as the feature it serves does not exist:
-``EventWaits`` (the events queue, read only by waits given an ``event_queue_url``; see docs/events.md).
-:func:`test_exempt_statements_serve_features_not_built_yet` fails once that feature exists, so that the
-example DAGs then exercise it and the exemption goes.
+The ``EventWaits`` statement (the events queue, see docs/events.md) is exercised by ``retraining_chain``,
+whose pipeline waits are given the seeded queue as ``event_queue_url``: the queue check and the triggers'
+receiver call its actions.
 
 ``iam:PassRole`` is checked by the policy's own condition (``iam:PassedToService``), not from the call
 record: it is authorised on the calls that pass a role (ECS RunTask with a task role, Glue StartJobRun
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sagemaker_pipelines_provider.local.seed import EVENTS_QUEUE
 
 from tests.support.example_dags import EXAMPLE_DAGS, ExampleRuns
 
@@ -42,8 +42,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "docs" / "iam-policy.json"
-# Sid -> the operator argument whose feature needs it; exempt from "never called" while no operator has it.
-NOT_YET_BUILT = {"EventWaits": "event_queue_url"}
 # The IAM service prefix of each SigV4 signing name the call record holds.
 IAM_PREFIX = {"sagemaker": "sagemaker", "sqs": "sqs", "glue": "glue", "ecs": "ecs", "events": "events"}
 # SQS batch calls have no IAM action of their own: each is authorised by its single-message action.
@@ -85,19 +83,6 @@ def allowed_patterns(policy: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-def test_exempt_statements_serve_features_not_built_yet() -> None:
-    import inspect
-
-    from sagemaker_pipelines_provider.operators.pipeline import SageMakerPipelineOperator
-
-    sids = set(allowed_patterns(load_policy()))
-    for sid, argument in NOT_YET_BUILT.items():
-        assert sid in sids, f"{sid} is no longer in the policy: drop it from NOT_YET_BUILT"
-        assert argument not in inspect.signature(SageMakerPipelineOperator).parameters, (
-            f"{argument} exists now: exercise it in run_example_dags and drop {sid} from NOT_YET_BUILT"
-        )
-
-
 def is_allowed(action: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in patterns)
 
@@ -131,9 +116,16 @@ def test_policy_matches_the_calls_of_the_example_dags_and_failure_paths(example_
     missing = sorted(a for a in called if not is_allowed(a, everything))
     assert not missing, f"the policy lacks actions the provider calls: {missing}"
 
-    exercised = [
-        p for sid, ps in allowed_patterns(load_policy()).items() if sid not in NOT_YET_BUILT for p in ps
-    ]
-    granted = {p for p in exercised if p.split(":")[0] in ("sagemaker", "sqs")}
+    # EventWaits is exercised on its own queue (the unused check below sees actions, not resources).
+    on_events_queue = {
+        a
+        for c in calls
+        if (a := iam_action(c))
+        and str((c.get("args") or {}).get("QueueUrl", "")).endswith(f"/{EVENTS_QUEUE}")
+    }
+    for action in ("sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"):
+        assert action in on_events_queue, f"no example called {action} on the events queue"
+
+    granted = {p for p in everything if p.split(":")[0] in ("sagemaker", "sqs")}
     unused = sorted(p for p in granted if not any(is_allowed(a, [p]) for a in called))
     assert not unused, f"the policy grants SageMaker/SQS actions the provider never called: {unused}"

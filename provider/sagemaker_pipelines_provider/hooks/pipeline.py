@@ -29,6 +29,7 @@ from sagemaker_pipelines_provider.definition import (
     PipelineDefinition,
     coerce_parameters,
     describe_parameters,
+    execution_parameters,
     parse_definition,
 )
 from sagemaker_pipelines_provider.results import (
@@ -203,6 +204,17 @@ class SageMakerPipelineHook(AwsBaseHook):
                 f"{describe_parameters(info.parameters_definition.parameters)}. Nothing was started."
             ) from err
 
+    def execution_parameters(
+        self, pipeline_name: str, sent: Sequence[Mapping[str, str]] | None
+    ) -> dict[str, str]:
+        """``{name: value}`` of an execution started with ``sent`` (:meth:`validate_parameters`' answer):
+        the definition's defaults merged with ``sent``, formatted as ListPipelineParametersForExecution
+        reports them (:func:`~sagemaker_pipelines_provider.definition.execution_parameters`). No call: the
+        definition is the one :meth:`describe_pipeline` cached."""
+        info = self.describe_pipeline(pipeline_name)
+        listed = execution_parameters(info.parameters_definition, list(sent or []))
+        return {p["Name"]: p["Value"] for p in listed}
+
     # ---------------------------------------------------------------------------------------------------
     # executions: synchronous
 
@@ -324,20 +336,32 @@ class SageMakerPipelineHook(AwsBaseHook):
         return True
 
     def read_execution(
-        self, pipeline_execution_arn: str, *, describe: Mapping[str, Any] | None = None
+        self,
+        pipeline_execution_arn: str,
+        *,
+        describe: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, str] | None = None,
     ) -> tuple[Mapping[str, Any], list[dict[str, Any]], dict[str, str]]:
-        """``(describe, steps, parameters)`` of an execution; a ``describe`` at hand saves its call."""
+        """``(describe, steps, parameters)`` of an execution; a ``describe`` or ``parameters`` at hand save
+        their calls."""
         if describe is None:
             describe = self.describe_pipeline_execution(pipeline_execution_arn)
         steps = self.list_pipeline_execution_steps(pipeline_execution_arn)
-        parameters = self.list_pipeline_parameters_for_execution(pipeline_execution_arn)
-        return describe, steps, parameters
+        if parameters is None:
+            parameters = self.list_pipeline_parameters_for_execution(pipeline_execution_arn)
+        return describe, steps, dict(parameters)
 
     def get_execution_result(
-        self, pipeline_execution_arn: str, *, step_types: Mapping[str, str] | None = None
+        self,
+        pipeline_execution_arn: str,
+        *,
+        step_types: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
     ) -> ExecutionResult:
-        """Describe + steps + parameters of an execution, as :func:`build_execution_result` shapes them."""
-        return build_execution_result(*self.read_execution(pipeline_execution_arn), step_types=step_types)
+        """Describe + steps + parameters of an execution, as :func:`build_execution_result` shapes them
+        (``parameters`` at hand save their call)."""
+        read = self.read_execution(pipeline_execution_arn, parameters=parameters)
+        return build_execution_result(*read, step_types=step_types)
 
     def step_types(self, pipeline_name: str | None) -> dict[str, str]:
         """Step name -> Type from the pipeline's definition (name, pipeline ARN or execution ARN).

@@ -36,6 +36,12 @@ from sagemaker_pipelines_provider.utils.backoff import (
     is_capacity_error,
 )
 from sagemaker_pipelines_provider.utils.deadline import parse_deadline, seconds_left
+from sagemaker_pipelines_provider.utils.event_waits import (
+    check_event_queue,
+    checked_safety_poll_interval,
+    event_trigger_kwargs,
+    log_polling_wait,
+)
 from sagemaker_pipelines_provider.utils.events import execution_event_result
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
@@ -128,6 +134,12 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
     :param deferrable: wait in the triggerer; default from ``[operators] default_deferrable``.
     :param poll_interval: seconds between status polls; default ``[sagemaker_pipelines]
         default_poll_interval`` (30): see :mod:`~sagemaker_pipelines_provider.utils.poll_interval`.
+    :param event_queue_url: an SQS queue fed by the EventBridge rule of SageMaker's status events
+        (``docs/events.md``): a deferred wait wakes on its events and polls only every
+        ``safety_poll_interval``. Checked (GetQueueAttributes) before anything starts. A non-deferrable
+        wait polls as without it. Templated.
+    :param safety_poll_interval: seconds between the safety polls of an event-driven wait; default
+        ``[sagemaker_pipelines] event_safety_poll_interval`` (600).
     :param allow_stopped: a Stopped execution is a success instead of a failure — when waiting and when
         a retry or clear re-attaches to it (it is then the result; nothing new starts).
     :param on_failed_retry: on a retry that finds this task's execution Failed: ``"resume"`` calls
@@ -141,7 +153,13 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     aws_hook_class = SageMakerPipelineHook
     template_fields: Sequence[str] = aws_template_fields(
-        "pipeline_name", "parameters", "display_name", "description", "parallelism", "selective_steps"
+        "pipeline_name",
+        "parameters",
+        "display_name",
+        "description",
+        "parallelism",
+        "selective_steps",
+        "event_queue_url",
     )
     template_fields_renderers = {"parameters": "json", "selective_steps": "json"}
     operator_extra_links = (SageMakerPipelineExecutionLink(),)
@@ -159,6 +177,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | None = None,
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
         allow_stopped: bool = False,
         on_failed_retry: Literal["resume", "restart"] = "resume",
         stop_on_kill: bool = True,
@@ -177,6 +197,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
+        self.event_queue_url = event_queue_url
+        self.safety_poll_interval = checked_safety_poll_interval(safety_poll_interval)
         self.allow_stopped = allow_stopped
         self.on_failed_retry = on_failed_retry
         self.stop_on_kill = stop_on_kill
@@ -187,6 +209,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self._state: StartState | None = None
         #: True from the moment this task defers until it resumes: its wait is a trigger's then.
         self._deferred = False
+        #: ``(arn, {name: value})``: the parameters of the execution this try started (known without a call).
+        self._started_parameters: tuple[str, dict[str, str]] | None = None
 
     @property
     def execution_arn(self) -> PipelineValue:
@@ -228,6 +252,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
 
     def execute(self, context: Context) -> ExecutionResult | None:
         self._deferred = False
+        check_event_queue(self)  # before anything starts
         deadline = None
         if self.execution_timeout:
             deadline = (dt.datetime.now(dt.UTC) + self.execution_timeout).isoformat()
@@ -406,7 +431,7 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             self._defer_until_done(
                 arn, deadline, method_name="resume_after_stopping", kwargs={"deadline": deadline}
             )
-        self._poll_until_ended(arn, deadline, self._step_types())
+        self._poll_until_ended(arn, deadline)
         return self._start_or_attach(context, deadline=deadline, capacity=CapacityWait())
 
     def _start_fresh(
@@ -446,6 +471,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
         self.execution_started(context, arn)
         state.arn = arn
         state.save(context)
+        # Its token covers the parameters: even an earlier try's execution (below) runs with these.
+        self._started_parameters = (arn, hook.execution_parameters(self.pipeline_name, parameters))
         describe = hook.describe_pipeline_execution(arn)
         created = describe.get("CreationTime")
         if isinstance(created, dt.datetime) and created < requested_at - REUSED_TOKEN_MARGIN:
@@ -593,8 +620,16 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
     def _step_types(self) -> dict[str, str]:
         return self.hook.step_types(self.pipeline_name)
 
+    def _known_parameters(self, arn: str) -> dict[str, str] | None:
+        """The parameters of ``arn`` when this try started it (None: they are read from SageMaker)."""
+        if self._started_parameters is not None and self._started_parameters[0] == arn:
+            return self._started_parameters[1]
+        return None
+
     def _result_now(self, arn: str) -> ExecutionResult:
-        return self.hook.get_execution_result(arn, step_types=self._step_types())
+        return self.hook.get_execution_result(
+            arn, step_types=self._step_types(), parameters=self._known_parameters(arn)
+        )
 
     def _attached(self, context: Context, arn: str, deadline: str | None) -> ExecutionResult | None:
         self._announce(context, arn)
@@ -630,14 +665,23 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             stop_token=self._stop_token(arn),
             deadline=deadline,
             step_types=self._step_types(),
+            parameters=self._known_parameters(arn),
+            **event_trigger_kwargs(self.event_queue_url, self.safety_poll_interval),
         )
         self._deferred = True  # from here on a kill of this process is not necessarily a kill of the task
         self.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
 
     def _wait_polling(self, arn: str, deadline: str | None) -> ExecutionResult:
+        """The synchronous wait: status polls only; at the end one ListPipelineExecutionSteps (its step
+        lines logged then) and the parameters (known when this try started the execution)."""
         step_types = self._step_types()
-        describe, steps = self._poll_until_ended(arn, deadline, step_types)
-        parameters = self.hook.list_pipeline_parameters_for_execution(arn)
+        describe = self._poll_until_ended(arn, deadline)
+        steps = self.hook.list_pipeline_execution_steps(arn)
+        for line in step_transitions({}, steps, step_types)[1]:
+            self.log.info("%s", line)
+        parameters = self._known_parameters(arn)
+        if parameters is None:
+            parameters = self.hook.list_pipeline_parameters_for_execution(arn)
         verdict = execution_verdict(
             describe, steps, parameters, allow_stopped=self.allow_stopped, step_types=step_types
         )
@@ -645,13 +689,12 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             return verdict.result
         raise AirflowException(verdict.message)
 
-    def _poll_until_ended(
-        self, arn: str, deadline: str | None, step_types: Mapping[str, str]
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The synchronous poll loop: ``(describe, steps)`` once ``arn`` has ended; logs each status and step
-        change; :class:`AirflowTaskTimeout` at ``deadline`` (Airflow then calls :meth:`on_kill`)."""
+    def _poll_until_ended(self, arn: str, deadline: str | None) -> dict[str, Any]:
+        """The synchronous poll loop (DescribePipelineExecution every ``poll_interval``): its answer once
+        ``arn`` has ended; logs each status change; :class:`AirflowTaskTimeout` at ``deadline`` (Airflow
+        then calls :meth:`on_kill`)."""
         hook = self.hook
-        seen_steps: dict[str, str] = {}
+        log_polling_wait(self.log, self.event_queue_url)
         last_status: str | None = None
         while True:
             describe = hook.describe_pipeline_execution(arn)
@@ -659,13 +702,8 @@ class SageMakerPipelineOperator(AwsBaseOperator[SageMakerPipelineHook]):
             if status != last_status:
                 self.log.info("Pipeline execution %s is %s", arn, status)
                 last_status = status
-            outcome = execution_outcome(status, allow_stopped=self.allow_stopped)
-            steps = hook.list_pipeline_execution_steps(arn)
-            seen_steps, lines = step_transitions(seen_steps, steps, step_types)
-            for line in lines:
-                self.log.info("%s", line)
-            if outcome is not Outcome.RUNNING:
-                return describe, steps
+            if execution_outcome(status, allow_stopped=self.allow_stopped) is not Outcome.RUNNING:
+                return describe
             left = seconds_left(deadline)
             if left is not None and left <= 0:
                 raise AirflowTaskTimeout(

@@ -19,6 +19,12 @@ from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.links.pipeline import EXECUTION_ARN_XCOM_KEY, SageMakerPipelineExecutionLink
 from sagemaker_pipelines_provider.results import ExecutionResult, execution_verdict
 from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
+from sagemaker_pipelines_provider.utils.event_waits import (
+    check_event_queue,
+    checked_safety_poll_interval,
+    event_trigger_kwargs,
+    log_polling_wait,
+)
 from sagemaker_pipelines_provider.utils.events import execution_event_result
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
@@ -35,6 +41,12 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         the task that started it).
     :param allow_stopped: a Stopped execution is a success instead of a failure.
     :param deferrable: wait in the triggerer; default from ``[operators] default_deferrable``.
+    :param event_queue_url: an SQS queue fed by SageMaker's status events (``docs/events.md``): the
+        deferred wait wakes on its events and polls only every ``safety_poll_interval``. Checked
+        (GetQueueAttributes) at the start of ``execute``. ``poke`` / ``reschedule`` modes poll as without
+        it. Templated.
+    :param safety_poll_interval: seconds between the safety polls of an event-driven wait; default
+        ``[sagemaker_pipelines] event_safety_poll_interval`` (600).
     :param aws_conn_id: Airflow AWS connection (``aws_default``); ``region_name``, ``verify`` and
         ``botocore_config`` as on every Amazon provider sensor.
 
@@ -45,7 +57,7 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
     """
 
     aws_hook_class = SageMakerPipelineHook
-    template_fields: Sequence[str] = aws_template_fields("pipeline_execution_arn")
+    template_fields: Sequence[str] = aws_template_fields("pipeline_execution_arn", "event_queue_url")
     operator_extra_links = (SageMakerPipelineExecutionLink(),)
     ui_color = "#f0eee4"
 
@@ -55,6 +67,8 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         pipeline_execution_arn: str | ResolveMixin,
         allow_stopped: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", default_poll_interval())
@@ -62,10 +76,14 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
         self.pipeline_execution_arn = cast(str, pipeline_execution_arn)  # a str once rendered
         self.allow_stopped = allow_stopped
         self.deferrable = deferrable
+        self.event_queue_url = event_queue_url
+        self.safety_poll_interval = checked_safety_poll_interval(safety_poll_interval)
 
     def execute(self, context: Context) -> Any:
+        check_event_queue(self)
         context["ti"].xcom_push(key=EXECUTION_ARN_XCOM_KEY, value=self.pipeline_execution_arn)
         if not self.deferrable:
+            log_polling_wait(self.log, self.event_queue_url)
             return super().execute(context)
         verdict = self.poke(context)  # already over: no need to defer
         if isinstance(verdict, PokeReturnValue) and verdict.is_done:
@@ -81,6 +99,7 @@ class SageMakerPipelineExecutionSensor(AwsBaseSensor[SageMakerPipelineHook]):
                 allow_stopped=self.allow_stopped,
                 stop_on_kill=False,
                 step_types=self.hook.step_types(self.pipeline_execution_arn),
+                **event_trigger_kwargs(self.event_queue_url, self.safety_poll_interval),
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(self.timeout)) if self.timeout else None,

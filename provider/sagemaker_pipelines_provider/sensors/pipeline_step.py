@@ -30,6 +30,12 @@ from sagemaker_pipelines_provider.triggers.pipeline_step import (
     step_payload,
 )
 from sagemaker_pipelines_provider.utils.backoff import error_code
+from sagemaker_pipelines_provider.utils.event_waits import (
+    check_event_queue,
+    checked_safety_poll_interval,
+    event_trigger_kwargs,
+    log_polling_wait,
+)
 from sagemaker_pipelines_provider.utils.events import trigger_event
 from sagemaker_pipelines_provider.utils.poll_interval import default_poll_interval
 from sagemaker_pipelines_provider.utils.status import is_terminal
@@ -129,6 +135,12 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         ``[(condition_step, outcome), ...]`` (outcome True for ``IfSteps``).
     :param resume_failed: a new try that finds the step Failed resumes the execution (default True).
     :param deferrable: wait in the triggerer (default True).
+    :param event_queue_url: an SQS queue fed by SageMaker's status events (``docs/events.md``): any event
+        of the execution wakes the deferred wait, which otherwise reads the steps only every
+        ``safety_poll_interval``. Checked (GetQueueAttributes) at the start of ``execute``; poking polls
+        as without it. Templated.
+    :param safety_poll_interval: seconds between the safety polls of an event-driven wait; default
+        ``[sagemaker_pipelines] event_safety_poll_interval`` (600).
     :param aws_conn_id: Airflow AWS connection (``aws_default``); ``region_name``, ``verify`` and
         ``botocore_config`` as on every Amazon provider sensor.
 
@@ -137,7 +149,9 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
     """
 
     aws_hook_class = SageMakerPipelineHook
-    template_fields: Sequence[str] = aws_template_fields("pipeline_execution_arn", "step_name")
+    template_fields: Sequence[str] = aws_template_fields(
+        "pipeline_execution_arn", "step_name", "event_queue_url"
+    )
     operator_extra_links = (SageMakerPipelineExecutionLink(),)
     ui_color = "#e4eef0"
 
@@ -150,6 +164,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         branch_chain: Sequence[Any] = (),
         resume_failed: bool = True,
         deferrable: bool = True,
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", default_poll_interval())
@@ -160,6 +176,8 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
         self.branch_chain = [[b.condition, b.outcome] for b in branch_refs(branch_chain)]
         self.resume_failed = resume_failed
         self.deferrable = deferrable
+        self.event_queue_url = event_queue_url
+        self.safety_poll_interval = checked_safety_poll_interval(safety_poll_interval)
 
     # ---------------------------------------------------------------------------------------------------
 
@@ -267,8 +285,10 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
 
     def execute(self, context: Context) -> Any:
         arn = self._arn()
+        check_event_queue(self)
         context["ti"].xcom_push(key=EXECUTION_ARN_XCOM_KEY, value=arn)
         if not self.deferrable:
+            log_polling_wait(self.log, self.event_queue_url)
             return super().execute(context)
         verdict, state = self._decide(context, arn, first_look=True)
         if verdict.state != "running":
@@ -299,6 +319,7 @@ class SageMakerPipelineStepSensor(AwsBaseSensor[SageMakerPipelineHook]):
                 region_name=self.region_name,
                 verify=self.verify,
                 botocore_config=self.botocore_config,
+                **event_trigger_kwargs(self.event_queue_url, self.safety_poll_interval),
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(self.timeout)) if self.timeout else None,

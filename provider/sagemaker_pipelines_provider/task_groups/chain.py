@@ -243,7 +243,16 @@ class SageMakerPipelineChain:
         group = callback_handler(f"{tid}_callback", callback.queue_url, **handler_kwargs)
         sensor_kwargs = {
             k: kwargs[k]
-            for k in ("aws_conn_id", "region_name", "deferrable", "allow_stopped", "pool", "timeout")
+            for k in (
+                "aws_conn_id",
+                "region_name",
+                "deferrable",
+                "allow_stopped",
+                "pool",
+                "timeout",
+                "event_queue_url",
+                "safety_poll_interval",
+            )
             if k in kwargs
         }
         wait = SageMakerPipelineExecutionSensor(
@@ -299,8 +308,10 @@ def pipeline_chain(group_id: str, **defaults: Any) -> Iterator[SageMakerPipeline
     """A TaskGroup whose members run one after the other; ``defaults`` go to every pipeline task.
 
     ``defaults`` are :class:`~sagemaker_pipelines_provider.operators.pipeline.SageMakerPipelineOperator`
-    arguments (``deferrable``, ``poll_interval``, ``pool``, ``aws_conn_id``, ``retries``...). Without
-    ``poll_interval``, ``[sagemaker_pipelines] default_poll_interval`` applies.
+    arguments (``deferrable``, ``poll_interval``, ``event_queue_url``, ``safety_poll_interval``,
+    ``pool``, ``aws_conn_id``, ``retries``...). Without ``poll_interval``, ``[sagemaker_pipelines]
+    default_poll_interval`` applies. ``event_queue_url`` also reaches the wait of a pipeline with a
+    ``callback`` (its execution sensor), so every wait of the chain wakes on events (``docs/events.md``).
 
     Use it as a context manager inside a DAG; set dependencies on the group (``chain.group``) or on the
     first/last links.

@@ -114,6 +114,11 @@ class SageMakerPipelineTaskGroup(TaskGroup):
     :param deferrable: step and result tasks (and the start task's capacity waits) defer (default True).
     :param poll_interval: seconds between polls of every task of the group (default
         ``[sagemaker_pipelines] default_poll_interval``, 30).
+    :param event_queue_url: the SQS queue of SageMaker's status events (``docs/events.md``), templated:
+        the deferred step and result tasks wake on its events and poll every ``safety_poll_interval``;
+        the start task checks it before starting the execution.
+    :param safety_poll_interval: seconds between the safety polls of those waits (default
+        ``[sagemaker_pipelines] event_safety_poll_interval``, 600).
     :param allow_stopped: the result task accepts a Stopped execution.
     :param resume_failed: a new try (clear/retry) of a failed step task resumes the execution.
     :param start_kwargs: / :param step_kwargs: / :param result_kwargs: extra operator arguments for the
@@ -138,6 +143,8 @@ class SageMakerPipelineTaskGroup(TaskGroup):
         parallelism: int | None = None,
         deferrable: bool = True,
         poll_interval: float | None = None,
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
         allow_stopped: bool = False,
         resume_failed: bool = True,
         start_kwargs: Mapping[str, Any] | None = None,
@@ -175,6 +182,9 @@ class SageMakerPipelineTaskGroup(TaskGroup):
             "region_name": region_name,
             "verify": verify,
             "botocore_config": botocore_config,
+            # every task of the group checks the queue; the step and result waits read its events
+            "event_queue_url": event_queue_url,
+            "safety_poll_interval": safety_poll_interval,
         }
         self._build(
             aws=aws,

@@ -14,6 +14,7 @@ from sagemaker_pipelines_provider.definition import (
     Edge,
     ParameterError,
     coerce_parameters,
+    execution_parameters,
     format_value,
     parse_definition,
     resolve_parameters,
@@ -333,6 +334,30 @@ def test_resolve_parameters_merges_defaults_and_types_values() -> None:
         resolve_parameters(
             definition, [{"Name": "MaxDepth", "Value": "1"}, {"Name": "MaxDepth", "Value": "2"}]
         )
+
+
+def test_execution_parameters_merge_defaults_with_what_was_sent_in_definition_order() -> None:
+    document = simple(
+        [step("A")],
+        [
+            {"Name": "Name", "Type": "String", "DefaultValue": "x"},
+            {"Name": "Count", "Type": "Integer", "DefaultValue": 3},
+            {"Name": "Ratio", "Type": "Float", "DefaultValue": 0.5},
+            {"Name": "Whole", "Type": "Float", "DefaultValue": 2},
+            {"Name": "Flag", "Type": "Boolean", "DefaultValue": True},
+            {"Name": "Given", "Type": "Integer"},
+        ],
+    )
+    sent = coerce_parameters(document, {"Given": 7, "Ratio": "1.50", "Flag": False})
+    assert execution_parameters(document, sent) == [
+        {"Name": "Name", "Value": "x"},
+        {"Name": "Count", "Value": "3"},
+        {"Name": "Ratio", "Value": "1.50"},  # a string is sent, and reported, as given
+        {"Name": "Whole", "Value": "2.0"},  # a Float default is a float
+        {"Name": "Flag", "Value": "false"},
+        {"Name": "Given", "Value": "7"},
+    ]
+    assert execution_parameters(parse_definition(document), [])[0] == {"Name": "Name", "Value": "x"}
 
 
 def test_enum_values_are_enforced() -> None:

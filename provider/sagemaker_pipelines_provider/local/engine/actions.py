@@ -19,6 +19,7 @@ from sagemaker_pipelines_provider.definition import (
     DefinitionError,
     ParameterError,
     PipelineDefinition,
+    execution_parameters,
     format_value,
     parse_definition,
     resolve_parameters,
@@ -403,11 +404,7 @@ class PipelineEngine:
             ) from None
         selected, source = self._selective(pipeline, definition, selective, region)
         self._check_cap(pipeline, "; wait for one to finish.")
-        given_values = {str(p.get("Name")): format_value(p.get("Value")) for p in given}
-        parameters = [
-            {"Name": p.name, "Value": given_values.get(p.name, format_value(p.default))}
-            for p in definition.parameters
-        ]
+        parameters = execution_parameters(definition, given)
         now = utcnow()
         execution_id = self._machine.new_id(12, ID_ALPHABET)
         while f"{pipeline.arn}/execution/{execution_id}" in self._executions:
