@@ -228,6 +228,7 @@ def test_the_mirror_waits_on_events(local_aws: Any, dag_runner: Any, events_queu
     from sagemaker_pipelines_provider.task_groups.mirror import SageMakerPipelineTaskGroup
 
     from tests.support.pipelines import FAST_BACKOFF, START_DATE, unique
+    from tests.support.waiting import wait_until
 
     fast_endpoint(local_aws, step_seconds=1.0)  # the step tasks find their steps running: they defer
     steps = [processing_step("Prep"), processing_step("Train", ["Prep"])]
@@ -244,9 +245,10 @@ def test_the_mirror_waits_on_events(local_aws: Any, dag_runner: Any, events_queu
         )
     run = dag_runner.run_dag(d)
     assert set(dag_runner.task_states(run).values()) == {"success"}, dag_runner.task_states(run)
-    receives = [
-        c
-        for c in local_aws.controls.calls(action="ReceiveMessage")
-        if c["args"].get("QueueUrl") == events_queue
-    ]
-    assert receives, "the step and result waits never read the events queue"
+
+    def receives() -> list[Any]:
+        calls = local_aws.controls.calls(action="ReceiveMessage")
+        return [c for c in calls if c["args"].get("QueueUrl") == events_queue]
+
+    # A long poll is recorded when it returns (up to its 20 s wait after the waits that made it ended).
+    wait_until(receives, timeout=40, what="the step and result waits reading the events queue")
