@@ -249,15 +249,22 @@ class SageMakerCallbackQueueHook(SqsHook):
             raise
         return True
 
-    async def arelease(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> None:
-        """Make messages visible again at once (async); gone ones are skipped."""
-        for start in range(0, len(receipt_handles), MAX_BATCH):
+    async def achange_visibilities(
+        self, client: Any, queue_url: str, changes: Sequence[tuple[str, int]]
+    ) -> set[str]:
+        """Set the visibility timeout of several received messages (async): ChangeMessageVisibilityBatch,
+        ten ``(receipt handle, seconds)`` a call. Returns the handles changed; gone ones are left out. An
+        entry that fails for another reason is sent again alone (:meth:`achange_visibility`, which retries
+        and raises as for one message)."""
+        changed: set[str] = set()
+        for start in range(0, len(changes), MAX_BATCH):
+            chunk = changes[start : start + MAX_BATCH]
             entries = [
-                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-                for i, handle in enumerate(receipt_handles[start : start + MAX_BATCH])
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": clamp_visibility(seconds)}
+                for i, (handle, seconds) in enumerate(chunk)
             ]
             try:
-                await self._acall(
+                response = await self._acall(
                     "ChangeMessageVisibilityBatch",
                     lambda entries=entries: client.change_message_visibility_batch(  # type: ignore[misc]
                         QueueUrl=queue_url, Entries=entries
@@ -266,6 +273,19 @@ class SageMakerCallbackQueueHook(SqsHook):
             except ClientError as err:
                 if not is_gone(err):
                     raise
+                continue
+            changed.update(chunk[int(item["Id"])][0] for item in response.get("Successful") or [])
+            for failure in response.get("Failed") or []:
+                handle, seconds = chunk[int(failure["Id"])]
+                if failure.get("Code") not in GONE_CODES and await self.achange_visibility(
+                    client, queue_url, handle, seconds
+                ):
+                    changed.add(handle)
+        return changed
+
+    async def arelease(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> None:
+        """Make messages visible again at once (async); gone ones are skipped."""
+        await self.achange_visibilities(client, queue_url, [(handle, 0) for handle in receipt_handles])
 
     async def adelete(self, client: Any, queue_url: str, receipt_handle: str) -> bool:
         """DeleteMessage (async); False when the message was already gone."""
