@@ -500,3 +500,28 @@ def test_a_claim_whose_message_vanished_in_the_batch_call_leaves_the_waiter_wait
 
     asyncio.run(main())
     assert fake.calls.count("ChangeMessageVisibility") == 0
+
+
+def test_visibility_changes_refused_as_a_whole_are_sent_again_one_by_one() -> None:
+    """A batch call refused as a whole with a "gone" code (moto does so when one entry's total visibility
+    would pass 12 hours): each entry is sent alone, so one bad entry does not hide the others' outcome."""
+    fake = FakeSqs()
+    ids = [fake.send(callback(f"Token{i}0000"[:10], f"x{i}")) for i in range(3)]
+
+    async def refused(**request: Any) -> dict[str, Any]:
+        fake.calls.append("ChangeMessageVisibilityBatch")
+        raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "too long"}}, "X")
+
+    fake.change_message_visibility_batch = refused  # type: ignore[method-assign]
+
+    async def main() -> set[str]:
+        raw = (await fake.receive_message(MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30))[
+            "Messages"
+        ]
+        fake.get(ids[1]).deleted = True
+        hook = hook_on(fake)
+        return await hook.achange_visibilities(fake, QUEUE, [(m["ReceiptHandle"], 60) for m in raw])
+
+    changed = asyncio.run(main())
+    assert changed == {fake.get(ids[0]).handle, fake.get(ids[2]).handle}
+    assert fake.calls.count("ChangeMessageVisibility") == 3

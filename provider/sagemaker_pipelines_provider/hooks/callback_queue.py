@@ -254,8 +254,9 @@ class SageMakerCallbackQueueHook(SqsHook):
     ) -> set[str]:
         """Set the visibility timeout of several received messages (async): ChangeMessageVisibilityBatch,
         ten ``(receipt handle, seconds)`` a call. Returns the handles changed; gone ones are left out. An
-        entry that fails for another reason is sent again alone (:meth:`achange_visibility`, which retries
-        and raises as for one message)."""
+        entry that fails for another reason, or every entry of a call refused as a whole with a "gone"
+        code, is sent again alone (:meth:`achange_visibility`, which retries and raises as for one
+        message)."""
         changed: set[str] = set()
         for start in range(0, len(changes), MAX_BATCH):
             chunk = changes[start : start + MAX_BATCH]
@@ -273,7 +274,7 @@ class SageMakerCallbackQueueHook(SqsHook):
             except ClientError as err:
                 if not is_gone(err):
                     raise
-                continue
+                response = {"Failed": [{"Id": str(i)} for i in range(len(chunk))]}  # tell them apart alone
             changed.update(chunk[int(item["Id"])][0] for item in response.get("Successful") or [])
             for failure in response.get("Failed") or []:
                 handle, seconds = chunk[int(failure["Id"])]
