@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 import time
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,12 +114,17 @@ class FakeSqs:
 
     async def change_message_visibility_batch(self, **request: Any) -> dict[str, Any]:
         self.calls.append("ChangeMessageVisibilityBatch")
+        successful, failed = [], []
         for entry in request["Entries"]:
-            with suppress(ClientError):
+            try:
                 self._by_handle(entry["ReceiptHandle"]).visible_at = (
                     time.monotonic() + entry["VisibilityTimeout"]
                 )
-        return {"Successful": [], "Failed": []}
+            except ClientError:
+                failed.append({"Id": entry["Id"], "SenderFault": True, "Code": "ReceiptHandleIsInvalid"})
+            else:
+                successful.append({"Id": entry["Id"]})
+        return {"Successful": successful, "Failed": failed}
 
     async def delete_message(self, **request: Any) -> dict[str, Any]:
         self.calls.append("DeleteMessage")
@@ -406,3 +411,117 @@ def test_a_token_the_listing_does_not_show_is_handed_over_not_deleted() -> None:
     assert asyncio.run(main()) == message
     assert sagemaker.calls == ["ListPipelineExecutionSteps", "DescribePipelineExecution"]
     assert not fake.get(message).deleted
+
+
+def test_a_burst_is_received_several_batches_at_a_time_and_each_waiter_gets_its_own_message() -> None:
+    """35 callbacks at once: full batches open more receives; every waiter gets exactly its message, claimed
+    by one ChangeMessageVisibilityBatch per batch, and one SageMaker client serves every check."""
+    fake = FakeSqs()
+    names = [f"e{i:02d}" for i in range(35)]
+    ids = {name: fake.send(callback(f"Tok{name}00000"[:10], name)) for name in names}
+    sagemaker = FakeSageMaker()
+    opened: list[int] = []
+    in_flight = [0, 0]  # now, most at once
+    listing = sagemaker.list_pipeline_execution_steps
+
+    async def slow_listing(**request: Any) -> dict[str, Any]:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        await asyncio.sleep(0.02)
+        in_flight[0] -= 1
+        return await listing(**request)
+
+    sagemaker.list_pipeline_execution_steps = slow_listing  # type: ignore[method-assign]
+
+    def sagemaker_hook() -> SageMakerPipelineHook:
+        opened.append(1)
+        return sagemaker_on(sagemaker)
+
+    async def main() -> tuple[list[Any], int]:
+        receiver = receiver_on(fake, sagemaker)
+        receiver._sagemaker_hook_factory = sagemaker_hook
+        waits = [
+            asyncio.create_task(receiver.wait_for(route(name), visibility_timeout=60, wait_time_seconds=1))
+            for name in names
+        ]
+        await asyncio.sleep(0)
+        got = await asyncio.wait_for(asyncio.gather(*waits), 10)
+        return got, receiver.receives
+
+    got, receives = asyncio.run(main())
+    assert [m.message_id for m in got] == [ids[name] for name in names]
+    assert all(not fake.get(i).deleted and fake.get(i).receipts == 1 for i in ids.values())
+    assert fake.calls.count("ChangeMessageVisibility") == 0  # claims go in batches
+    assert fake.calls.count("ChangeMessageVisibilityBatch") == 4  # one per received batch
+    assert receives >= 4 and opened == [1]
+    assert in_flight[1] > 10  # the checks of more than one batch ran at once
+    assert sagemaker.calls.count("ListPipelineExecutionSteps") == 35
+
+
+def test_tokens_of_one_execution_in_one_batch_are_checked_with_one_listing() -> None:
+    """Two waiting callback steps of one execution (and a duplicate): one ListPipelineExecutionSteps."""
+    fake = FakeSqs()
+    first = fake.send(callback("FirstTok01", "a"))
+    fake.send(callback("FirstTok01", "a"))  # an SQS duplicate
+    second = fake.send(callback("SecondTok1", "a"))
+    sagemaker = FakeSageMaker()
+    by_pipeline = CallbackRoute.from_fields(pipeline_name="training")
+
+    async def main() -> list[str]:
+        receiver = receiver_on(fake, sagemaker)
+        waits = [
+            asyncio.create_task(receiver.wait_for(by_pipeline, visibility_timeout=60, wait_time_seconds=1))
+            for _ in range(2)
+        ]
+        return [m.message_id for m in await asyncio.wait_for(asyncio.gather(*waits), 5)]
+
+    assert asyncio.run(main()) == [first, second]
+    assert sagemaker.calls == ["ListPipelineExecutionSteps"]
+
+
+def test_a_claim_whose_message_vanished_in_the_batch_call_leaves_the_waiter_waiting() -> None:
+    """The batch claim reports the message gone (deleted meanwhile): nothing is handed over for it."""
+    fake = FakeSqs()
+    message = fake.send(callback("GoneToken1", "a"))
+    original = fake.change_message_visibility_batch
+
+    async def deleted_meanwhile(**request: Any) -> dict[str, Any]:
+        fake.get(message).deleted = True
+        return await original(**request)
+
+    fake.change_message_visibility_batch = deleted_meanwhile  # type: ignore[method-assign]
+
+    async def main() -> None:
+        receiver = receiver_on(fake)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                receiver.wait_for(route("a"), visibility_timeout=60, wait_time_seconds=1), 1
+            )
+
+    asyncio.run(main())
+    assert fake.calls.count("ChangeMessageVisibility") == 0
+
+
+def test_visibility_changes_refused_as_a_whole_are_sent_again_one_by_one() -> None:
+    """A batch call refused as a whole with a "gone" code (moto does so when one entry's total visibility
+    would pass 12 hours): each entry is sent alone, so one bad entry does not hide the others' outcome."""
+    fake = FakeSqs()
+    ids = [fake.send(callback(f"Token{i}0000"[:10], f"x{i}")) for i in range(3)]
+
+    async def refused(**request: Any) -> dict[str, Any]:
+        fake.calls.append("ChangeMessageVisibilityBatch")
+        raise ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "too long"}}, "X")
+
+    fake.change_message_visibility_batch = refused  # type: ignore[method-assign]
+
+    async def main() -> set[str]:
+        raw = (await fake.receive_message(MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30))[
+            "Messages"
+        ]
+        fake.get(ids[1]).deleted = True
+        hook = hook_on(fake)
+        return await hook.achange_visibilities(fake, QUEUE, [(m["ReceiptHandle"], 60) for m in raw])
+
+    changed = asyncio.run(main())
+    assert changed == {fake.get(ids[0]).handle, fake.get(ids[2]).handle}
+    assert fake.calls.count("ChangeMessageVisibility") == 3

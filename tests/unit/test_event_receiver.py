@@ -399,7 +399,7 @@ def test_batch_calls_go_ten_at_a_time_and_a_gone_queue_is_no_error() -> None:
 
     async def main() -> tuple[int, int]:
         deleted = await hook.adelete_batch(sqs, QUEUE, handles)
-        await hook.achange_visibilities(sqs, QUEUE, {h: 99_999 for h in handles[:3]})
+        await hook.achange_visibilities(sqs, QUEUE, [(h, 99_999) for h in handles[:3]])
 
         async def gone(**request: Any) -> dict[str, Any]:
             raise client_error(MISSING, "DeleteMessageBatch")

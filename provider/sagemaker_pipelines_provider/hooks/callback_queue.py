@@ -8,7 +8,7 @@ return, never an exception. See ``docs/callbacks.md``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -257,19 +257,44 @@ class SageMakerCallbackQueueHook(SqsHook):
             raise
         return True
 
+    async def achange_visibilities(
+        self, client: Any, queue_url: str, changes: Sequence[tuple[str, int]]
+    ) -> set[str]:
+        """Set the visibility timeout of several received messages (async): ChangeMessageVisibilityBatch,
+        ten ``(receipt handle, seconds)`` a call. Returns the handles changed; gone ones are left out. An
+        entry that fails for another reason, or every entry of a call refused as a whole with a "gone"
+        code, is sent again alone (:meth:`achange_visibility`, which retries and raises as for one
+        message)."""
+        changed: set[str] = set()
+        for start in range(0, len(changes), MAX_BATCH):
+            chunk = changes[start : start + MAX_BATCH]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": clamp_visibility(seconds)}
+                for i, (handle, seconds) in enumerate(chunk)
+            ]
+            try:
+                response = await self._acall(
+                    "ChangeMessageVisibilityBatch",
+                    lambda entries=entries: client.change_message_visibility_batch(  # type: ignore[misc]
+                        QueueUrl=queue_url, Entries=entries
+                    ),
+                )
+            except ClientError as err:
+                if not is_gone(err):
+                    raise
+                response = {"Failed": [{"Id": str(i)} for i in range(len(chunk))]}  # tell them apart alone
+            changed.update(chunk[int(item["Id"])][0] for item in response.get("Successful") or [])
+            for failure in response.get("Failed") or []:
+                handle, seconds = chunk[int(failure["Id"])]
+                if failure.get("Code") not in GONE_CODES and await self.achange_visibility(
+                    client, queue_url, handle, seconds
+                ):
+                    changed.add(handle)
+        return changed
+
     async def arelease(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> None:
         """Make messages visible again at once (async); gone ones are skipped."""
-        await self.achange_visibilities(client, queue_url, dict.fromkeys(receipt_handles, 0))
-
-    async def achange_visibilities(self, client: Any, queue_url: str, timeouts: Mapping[str, int]) -> None:
-        """ChangeMessageVisibilityBatch (async): hide each message (receipt handle) for its own number of
-        seconds, 0 making it visible at once; gone ones are skipped."""
-        await self._abatched(
-            "ChangeMessageVisibilityBatch",
-            client.change_message_visibility_batch,
-            queue_url,
-            [{"ReceiptHandle": h, "VisibilityTimeout": clamp_visibility(t)} for h, t in timeouts.items()],
-        )
+        await self.achange_visibilities(client, queue_url, [(handle, 0) for handle in receipt_handles])
 
     async def _abatched(
         self,

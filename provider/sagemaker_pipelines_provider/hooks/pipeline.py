@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -526,12 +526,22 @@ class SageMakerPipelineHook(AwsBaseHook):
         self, pipeline_execution_arn: str, callback_token: str, *, client: Any
     ) -> TokenState:
         """:meth:`callback_token_state` (async)."""
+        states = await self.acallback_token_states(pipeline_execution_arn, [callback_token], client=client)
+        return states[callback_token]
+
+    async def acallback_token_states(
+        self, pipeline_execution_arn: str, callback_tokens: Collection[str], *, client: Any
+    ) -> dict[str, TokenState]:
+        """The state of each of ``callback_tokens`` of one execution (async), from one listing of its
+        steps, plus one DescribePipelineExecution when some token is not listed: the same rule as
+        :meth:`callback_token_state`, at the cost of one check however many of its tokens are asked."""
         steps = await self.alist_pipeline_execution_steps(pipeline_execution_arn, client=client)
-        state = token_state(steps, callback_token)
-        if state is TokenState.UNKNOWN:
+        states = {token: token_state(steps, token) for token in callback_tokens}
+        if TokenState.UNKNOWN in states.values():
             describe = await self.adescribe_pipeline_execution(pipeline_execution_arn, client=client)
-            state = token_state(steps, callback_token, str(describe.get("PipelineExecutionStatus")))
-        return state
+            status = str(describe.get("PipelineExecutionStatus"))
+            states = {token: token_state(steps, token, status) for token in callback_tokens}
+        return states
 
     async def aread_execution(
         self,

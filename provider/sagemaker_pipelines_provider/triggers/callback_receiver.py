@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from sagemaker_pipelines_provider.callbacks.message import (
     CallbackRoute,
     describe,
 )
-from sagemaker_pipelines_provider.hooks.callback_queue import SageMakerCallbackQueueHook
+from sagemaker_pipelines_provider.hooks.callback_queue import MAX_BATCH, SageMakerCallbackQueueHook
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
 from sagemaker_pipelines_provider.triggers.shared_service import SharedService, Subscriber
 from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 #: Pause after a batch that matched no waiter: jittered, doubling from 0.1 s up to 2 s (the project's one
 #: backoff formula, :meth:`BackoffPolicy.delay`).
 IDLE_POLICY = BackoffPolicy(base_delay=0.1, max_delay=2.0)
+
+#: At most this many receives (each followed by the routing of its batch) run at once on one queue. The
+#: first one long-polls for as long as the receiver runs; a batch that comes back full opens more, one
+#: per batch's worth of waiters still waiting, and an extra receive ends at its first batch that is not
+#: full or serves nobody (see :meth:`QueueReceiver._extra_lane`).
+MAX_RECEIVE_LANES = 4
+#: The long-poll wait of the extra receives: they drain a backlog, then end.
+EXTRA_LANE_WAIT_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,46 @@ class ReceiverKey:
     def sagemaker_hook(self) -> SageMakerPipelineHook:
         """A SageMaker hook for this key's connection settings (to check whether a token still waits)."""
         return self.aws.hook(SageMakerPipelineHook)
+
+
+class _OnceClient:
+    """One session's SageMaker client, opened at most once however many checks need it at the same time.
+
+    :meth:`open_soon` starts the opening ahead of the first need (it runs while the first receive waits);
+    an opening that failed is tried again at the next need. The client is closed with the session's stack.
+    """
+
+    def __init__(self, hook_factory: Callable[[], SageMakerPipelineHook], clients: AsyncExitStack) -> None:
+        self._hook_factory = hook_factory
+        self._clients = clients
+        self._opening: asyncio.Task[tuple[SageMakerPipelineHook, Any]] | None = None
+
+    def open_soon(self) -> None:
+        if self._opening is None or (self._opening.done() and self._failed(self._opening)):
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+
+    async def get(self) -> tuple[SageMakerPipelineHook, Any]:
+        """The hook and its open client (raises what opening it raised)."""
+        self.open_soon()
+        assert self._opening is not None
+        return await asyncio.shield(self._opening)
+
+    async def close(self) -> None:
+        """Stop an opening still under way (call before the session's stack closes)."""
+        if self._opening is None:
+            return
+        if not self._opening.done():
+            self._opening.cancel()
+        with suppress(BaseException):
+            await self._opening
+
+    async def _open(self) -> tuple[SageMakerPipelineHook, Any]:
+        hook = self._hook_factory()
+        return hook, await self._clients.enter_async_context(hook.async_client())
+
+    @staticmethod
+    def _failed(task: asyncio.Task[Any]) -> bool:
+        return task.cancelled() or task.exception() is not None
 
 
 class _Waiter(Subscriber):
@@ -88,10 +136,14 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
         self.inspect_visibility_timeout = inspect_visibility_timeout
         self._hook_factory = hook_factory or key.hook
         self._sagemaker_hook_factory = sagemaker_hook_factory or key.sagemaker_hook
-        self._sagemaker: tuple[SageMakerPipelineHook, Any] | None = None
-        self._clients: AsyncExitStack | None = None
+        self._sagemaker: _OnceClient | None = None
         self._check_failed_logged = False
         self._orphans: list[str] = []
+        #: Waiters promised a message by a batch being routed (by that batch's number): batches routed at
+        #: the same time never hand two messages to one waiter.
+        self._reserved: dict[_Waiter, int] = {}
+        self._batches = itertools.count()
+        self._extra_lanes: set[asyncio.Task[None]] = set()
         self.receives = 0
         self.claimed = 0
         self.released = 0
@@ -135,11 +187,18 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
         hook = self._hook_factory()
         async with AsyncExitStack() as clients:
             client = await clients.enter_async_context(hook.async_client())
-            self._clients, self._sagemaker = clients, None  # the SageMaker client is opened on first use
+            # the SageMaker client (for the token checks) opens while the first receive waits
+            self._sagemaker = _OnceClient(self._sagemaker_hook_factory, clients)
+            self._sagemaker.open_soon()
             try:
                 await self._receive_while_waited(hook, client)
             finally:
-                self._clients, self._sagemaker = None, None
+                lanes = list(self._extra_lanes)
+                for lane in lanes:
+                    lane.cancel()
+                await asyncio.gather(*lanes, return_exceptions=True)
+                await self._sagemaker.close()
+                self._sagemaker = None
 
     async def _receive_while_waited(self, hook: SageMakerCallbackQueueHook, client: Any) -> None:
         idle_rounds = 0
@@ -155,19 +214,14 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
             self._wake.clear()
             wait_time = int(self._interval(default=20))
             try:
-                raw = await hook.areceive(
-                    client,
-                    self.key.queue_url,
-                    wait_time_seconds=wait_time,
-                    visibility_timeout=self.inspect_visibility_timeout,
-                )
+                raw = await self._receive(hook, client, wait_time)
             except Exception as err:
                 self._fail(err)
                 return
-            self.receives += 1
             if not raw:
                 idle_rounds = 0
                 continue
+            self._open_lanes_for_backlog(hook, client, raw)
             progressed, released = await self._route(hook, client, raw)
             # let resolved waiters leave before deciding whether to receive again
             await asyncio.sleep(0)
@@ -180,6 +234,49 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
             idle_rounds += 1
             if await self._pause(delay):
                 idle_rounds = 0
+
+    async def _receive(self, hook: SageMakerCallbackQueueHook, client: Any, wait_time: int) -> list[Any]:
+        raw = await hook.areceive(
+            client,
+            self.key.queue_url,
+            wait_time_seconds=wait_time,
+            visibility_timeout=self.inspect_visibility_timeout,
+        )
+        self.receives += 1
+        return raw
+
+    def _open_lanes_for_backlog(
+        self, hook: SageMakerCallbackQueueHook, client: Any, raw: Sequence[Any]
+    ) -> None:
+        """After a full batch (a backlog, likely), open more receives: one per batch's worth of waiters
+        still waiting, up to :data:`MAX_RECEIVE_LANES` in all. A burst of callbacks is then received and
+        checked several batches at a time instead of one after the other."""
+        if len(raw) < MAX_BATCH:
+            return
+        wanted = min(MAX_RECEIVE_LANES, -(-len(self._waiting()) // MAX_BATCH))
+        for _ in range(wanted - 1 - len(self._extra_lanes)):
+            lane = asyncio.get_running_loop().create_task(
+                self._extra_lane(hook, client), name=f"{self.task_name}-lane:{self.describe()}"
+            )
+            self._extra_lanes.add(lane)
+            lane.add_done_callback(self._extra_lanes.discard)
+
+    async def _extra_lane(self, hook: SageMakerCallbackQueueHook, client: Any) -> None:
+        """Receive and route while batches come back full and serve someone (a backlog); then end."""
+        try:
+            while self._waiting():
+                raw = await self._receive(hook, client, EXTRA_LANE_WAIT_SECONDS)
+                if not raw:
+                    return
+                self._open_lanes_for_backlog(hook, client, raw)
+                progressed, _ = await self._route(hook, client, raw)
+                if len(raw) < MAX_BATCH or not progressed:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # as the first receive's failure would: the waiters get the error
+            log.warning("Receiving from %s failed: %s: %s", self.key.queue_url, type(err).__name__, err)
+            self._fail(err)
 
     def _fail(self, error: BaseException) -> None:
         for waiter in list(self._subscribers):
@@ -197,18 +294,30 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
         except Exception as err:  # they come back after their visibility timeout anyway
             log.warning("Could not release %d message(s) on %s: %s", len(handles), self.key.queue_url, err)
 
-    async def _token_state(self, message: CallbackMessage) -> TokenState:
-        """Whether the message's token still waits (UNKNOWN when that cannot be told: hand it over)."""
-        if not message.pipeline_execution_arn or self._clients is None:
-            return TokenState.UNKNOWN
+    async def _token_states(self, messages: Sequence[CallbackMessage]) -> dict[str, TokenState]:
+        """Whether each message's token still waits: one check per execution, all at once (UNKNOWN when
+        that cannot be told: the message is handed over)."""
+        tokens: dict[str, set[str]] = {}
+        states: dict[str, TokenState] = {}
+        for message in messages:
+            if message.pipeline_execution_arn:
+                tokens.setdefault(message.pipeline_execution_arn, set()).add(message.token)
+            else:
+                states[message.token] = TokenState.UNKNOWN
+        checked = await asyncio.gather(*(self._check(arn, each) for arn, each in tokens.items()))
+        for result in checked:
+            for token, state in result.items():
+                # a token claimed under two executions (a forged message): the least final answer wins
+                if token not in states or _CAUTION[state] > _CAUTION[states[token]]:
+                    states[token] = state
+        return states
+
+    async def _check(self, arn: str, tokens: Collection[str]) -> dict[str, TokenState]:
+        if self._sagemaker is None:
+            return dict.fromkeys(tokens, TokenState.UNKNOWN)
         try:
-            if self._sagemaker is None:
-                sagemaker = self._sagemaker_hook_factory()
-                self._sagemaker = sagemaker, await self._clients.enter_async_context(sagemaker.async_client())
-            sagemaker, client = self._sagemaker
-            return await sagemaker.acallback_token_state(
-                message.pipeline_execution_arn, message.token, client=client
-            )
+            sagemaker, client = await self._sagemaker.get()
+            return await sagemaker.acallback_token_states(arn, tokens, client=client)
         except Exception as err:  # the answer settles it later: refused as already answered, then deleted
             if not self._check_failed_logged:
                 self._check_failed_logged = True
@@ -220,7 +329,7 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
                     type(err).__name__,
                     err,
                 )
-            return TokenState.UNKNOWN
+            return dict.fromkeys(tokens, TokenState.UNKNOWN)
 
     async def _delete_settled(
         self, hook: SageMakerCallbackQueueHook, client: Any, messages: Sequence[CallbackMessage]
@@ -237,40 +346,64 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
         self, hook: SageMakerCallbackQueueHook, client: Any, raw: Sequence[dict[str, Any]]
     ) -> tuple[bool, int]:
         """Claim what matches, delete what is settled, release the rest; (progress made, released)."""
-        order = sorted(self._waiting(), key=lambda w: w.seq)
+        number = next(self._batches)
+        order = sorted((w for w in self._waiting() if w not in self._reserved), key=lambda w: w.seq)
         batch = LiveBatch(raw, self.key.queue_url, [w.route for w in order])
-        while todo := batch.unchecked():
-            states = await asyncio.gather(*(self._token_state(m) for m in todo))
-            batch.record({m.token: state for m, state in zip(todo, states, strict=True)})
+        taken: set[_Waiter] = set()  # promised to another batch since this one was planned
+        try:
+            self._reserve(number, {order[index] for index, _, _ in batch.plan.claims}, taken)
+            while todo := batch.unchecked():
+                batch.record(await self._token_states(todo))
+                self._reserve(number, {order[index] for index, _, _ in batch.plan.claims}, taken)
+            return await self._settle(hook, client, batch, order, taken)
+        finally:
+            for waiter in [w for w, owner in self._reserved.items() if owner == number]:
+                del self._reserved[waiter]
+
+    def _reserve(self, number: int, waiters: set[_Waiter], taken: set[_Waiter]) -> None:
+        """Promise ``waiters`` to batch ``number``; those another batch holds go to ``taken``."""
+        for waiter in [w for w, owner in self._reserved.items() if owner == number and w not in waiters]:
+            del self._reserved[waiter]
+        for waiter in waiters:
+            if self._reserved.setdefault(waiter, number) != number:
+                taken.add(waiter)
+
+    async def _settle(
+        self,
+        hook: SageMakerCallbackQueueHook,
+        client: Any,
+        batch: LiveBatch,
+        order: Sequence[_Waiter],
+        taken: set[_Waiter],
+    ) -> tuple[bool, int]:
         plan = batch.plan
         for error in plan.malformed:
             MALFORMED_LOG.report(log, error, self.key.queue_url)
         release = [m.receipt_handle for m in plan.release]
-
-        async def claim(waiter: _Waiter, message: CallbackMessage) -> tuple[_Waiter, CallbackMessage] | None:
-            if await hook.achange_visibility(
-                client, self.key.queue_url, message.receipt_handle, waiter.visibility_timeout
-            ):
-                return waiter, message
-            log.info("%s vanished before it could be claimed", describe(message))
-            return None
-
-        claimed: list[tuple[_Waiter, CallbackMessage] | None] = []
+        release.extend(m.receipt_handle for index, m, _ in plan.claims if order[index] in taken)
+        claims = [(order[index], m) for index, m, _ in plan.claims if order[index] not in taken]
+        # the claims (each for its waiter's visibility timeout) and the releases of one batch: one call
+        changes = [(m.receipt_handle, w.visibility_timeout) for w, m in claims]
+        changes.extend((handle, 0) for handle in release)
+        claimed: list[tuple[_Waiter, CallbackMessage]] = []
+        changed = False
         try:
-            # the claims of one batch go to different waiters: send them at once
-            claimed = await asyncio.gather(
-                *(claim(order[index], message) for index, message, _ in plan.claims)
-            )
+            done = await hook.achange_visibilities(client, self.key.queue_url, changes) if changes else set()
+            changed = True
+            self.released += sum(handle in done for handle in release)
+            for waiter, message in claims:
+                if message.receipt_handle in done:
+                    claimed.append((waiter, message))
+                else:
+                    log.info("%s vanished before it could be claimed", describe(message))
         finally:
             # release before telling any waiter: a waiter told first may end the event loop (dag.test) and
             # cancel this task before the release, leaving copies hidden from the answer's sweep
-            for waiter, message in filter(None, claimed):
-                if waiter.future.done():  # cancelled while we were claiming
-                    release.append(message.receipt_handle)
-            await self._release_handles(hook, client, release)
+            late = [m.receipt_handle for w, m in claimed if w.future.done()]  # cancelled meanwhile
+            await self._release_handles(hook, client, late if changed else [*release, *late])
             await self._delete_settled(hook, client, plan.settled)
         served = False
-        for waiter, message in filter(None, claimed):
+        for waiter, message in claimed:
             if waiter.future.done():
                 continue
             log.info("Claimed %s for a waiter on %s", describe(message), waiter.route.describe())
@@ -278,6 +411,10 @@ class QueueReceiver(SharedService[ReceiverKey, _Waiter]):
             self.claimed += 1
             served = True
         return served or bool(plan.settled), len(release)
+
+
+#: How final a token state is, for merging two answers about one token (least final wins).
+_CAUTION = {TokenState.SETTLED: 0, TokenState.UNKNOWN: 1, TokenState.WAITING: 2}
 
 
 def get_receiver(key: ReceiverKey, *, inspect_visibility_timeout: int = 30) -> QueueReceiver:
@@ -290,4 +427,11 @@ def active_receivers() -> list[QueueReceiver]:
     return list(QueueReceiver.active().values())
 
 
-__all__ = ["IDLE_POLICY", "QueueReceiver", "ReceiverKey", "active_receivers", "get_receiver"]
+__all__ = [
+    "IDLE_POLICY",
+    "MAX_RECEIVE_LANES",
+    "QueueReceiver",
+    "ReceiverKey",
+    "active_receivers",
+    "get_receiver",
+]

@@ -357,7 +357,7 @@ class PipelineEventReceiver(SharedService[EventQueueKey, _Sub]):
                 release[handle] = self._release_delay(message)
         try:
             if release:
-                await hook.achange_visibilities(client, self.key.queue_url, release)
+                await hook.achange_visibilities(client, self.key.queue_url, list(release.items()))
                 self.counts["released"] += len(release)
             if delete:
                 self.counts["deleted"] += await hook.adelete_batch(client, self.key.queue_url, delete)

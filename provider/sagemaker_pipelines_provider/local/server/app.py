@@ -99,8 +99,10 @@ class LocalEndpointApp:
         with self._moto_lock:
             if self._moto_app is None:
                 from ..aws_session import isolate_moto
+                from .moto_speedups import install as install_moto_speedups
 
                 isolate_moto()  # moto's own boto3 sessions must not read the user's AWS profile
+                install_moto_speedups()
                 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
                 self._moto_app = DomainDispatcherApplication(create_backend_app)
