@@ -1,4 +1,5 @@
-"""SageMakerCallbackQueueHook: the SQS calls of callback handling (receive, hide, release, delete).
+"""SageMakerCallbackQueueHook: the SQS calls of callback handling (receive, hide, release, delete), also
+made by the pipeline-event receiver (queue attributes, batch visibility changes and deletes).
 
 Built on the Amazon provider's ``SqsHook``; every call goes through the provider's one backoff policy.
 A message that is *gone* (deleted elsewhere, receipt handle superseded, queue deleted) is a ``False``
@@ -7,7 +8,7 @@ return, never an exception. See ``docs/callbacks.md``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -101,13 +102,17 @@ class SageMakerCallbackQueueHook(SqsHook):
 
     @staticmethod
     def _receive_request(
-        queue_url: str, max_messages: int, wait_time_seconds: int, visibility_timeout: int | None
+        queue_url: str,
+        max_messages: int,
+        wait_time_seconds: int,
+        visibility_timeout: int | None,
+        attributes: Sequence[str] = RECEIVE_ATTRIBUTES,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "QueueUrl": queue_url,
             "MaxNumberOfMessages": max(1, min(MAX_BATCH, int(max_messages))),
             "WaitTimeSeconds": max(0, min(MAX_WAIT_TIME_SECONDS, int(wait_time_seconds))),
-            "MessageSystemAttributeNames": RECEIVE_ATTRIBUTES,
+            "MessageSystemAttributeNames": list(attributes),
         }
         if visibility_timeout is not None:
             request["VisibilityTimeout"] = clamp_visibility(visibility_timeout)
@@ -224,9 +229,12 @@ class SageMakerCallbackQueueHook(SqsHook):
         max_messages: int = MAX_BATCH,
         wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
         visibility_timeout: int | None = None,
+        attributes: Sequence[str] = RECEIVE_ATTRIBUTES,
     ) -> list[dict[str, Any]]:
-        """ReceiveMessage (async)."""
-        request = self._receive_request(queue_url, max_messages, wait_time_seconds, visibility_timeout)
+        """ReceiveMessage (async); ``attributes`` are the system attributes asked for each message."""
+        request = self._receive_request(
+            queue_url, max_messages, wait_time_seconds, visibility_timeout, attributes
+        )
         response = await self._acall("ReceiveMessage", lambda: client.receive_message(**request))
         return list(response.get("Messages") or [])
 
@@ -251,21 +259,41 @@ class SageMakerCallbackQueueHook(SqsHook):
 
     async def arelease(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> None:
         """Make messages visible again at once (async); gone ones are skipped."""
-        for start in range(0, len(receipt_handles), MAX_BATCH):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
-                for i, handle in enumerate(receipt_handles[start : start + MAX_BATCH])
-            ]
+        await self.achange_visibilities(client, queue_url, dict.fromkeys(receipt_handles, 0))
+
+    async def achange_visibilities(self, client: Any, queue_url: str, timeouts: Mapping[str, int]) -> None:
+        """ChangeMessageVisibilityBatch (async): hide each message (receipt handle) for its own number of
+        seconds, 0 making it visible at once; gone ones are skipped."""
+        await self._abatched(
+            "ChangeMessageVisibilityBatch",
+            client.change_message_visibility_batch,
+            queue_url,
+            [{"ReceiptHandle": h, "VisibilityTimeout": clamp_visibility(t)} for h, t in timeouts.items()],
+        )
+
+    async def _abatched(
+        self,
+        action: str,
+        call: Callable[..., Awaitable[dict[str, Any]]],
+        queue_url: str,
+        entries: Sequence[dict[str, Any]],
+    ) -> int:
+        """Send ``entries`` to a batch action, 10 at a time; how many succeeded. An error saying the queue
+        or a message is gone skips that batch; others are raised."""
+        succeeded = 0
+        for start in range(0, len(entries), MAX_BATCH):
+            batch = [{"Id": str(i), **e} for i, e in enumerate(entries[start : start + MAX_BATCH])]
             try:
-                await self._acall(
-                    "ChangeMessageVisibilityBatch",
-                    lambda entries=entries: client.change_message_visibility_batch(  # type: ignore[misc]
-                        QueueUrl=queue_url, Entries=entries
-                    ),
+                response = await self._acall(
+                    action,
+                    lambda batch=batch: call(QueueUrl=queue_url, Entries=batch),  # type: ignore[misc]
                 )
             except ClientError as err:
                 if not is_gone(err):
                     raise
+                continue
+            succeeded += len(response.get("Successful") or [])
+        return succeeded
 
     async def adelete(self, client: Any, queue_url: str, receipt_handle: str) -> bool:
         """DeleteMessage (async); False when the message was already gone."""
@@ -279,6 +307,40 @@ class SageMakerCallbackQueueHook(SqsHook):
                 return False
             raise
         return True
+
+    async def adelete_batch(self, client: Any, queue_url: str, receipt_handles: Sequence[str]) -> int:
+        """DeleteMessageBatch (async); how many were deleted (gone ones are not counted, never raised)."""
+        return await self._abatched(
+            "DeleteMessageBatch",
+            client.delete_message_batch,
+            queue_url,
+            [{"ReceiptHandle": handle} for handle in receipt_handles],
+        )
+
+    # ---------------------------------------------------------------------------------------------------
+    # the queue itself
+
+    def queue_attributes(
+        self, queue_url: str, names: Sequence[str] = ("QueueArn",), *, client: Any = None
+    ) -> dict[str, str]:
+        """GetQueueAttributes with ``client`` (a boto3 SQS client; the hook's own by default): raises the
+        ClientError of a missing or unreadable queue."""
+        sqs = client if client is not None else self._sqs()
+        response = self._call(
+            "GetQueueAttributes",
+            lambda: sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(names)),
+        )
+        return dict(response.get("Attributes") or {})
+
+    async def aqueue_attributes(
+        self, client: Any, queue_url: str, names: Sequence[str] = ("QueueArn",)
+    ) -> dict[str, str]:
+        """GetQueueAttributes (async)."""
+        response = await self._acall(
+            "GetQueueAttributes",
+            lambda: client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(names)),
+        )
+        return dict(response.get("Attributes") or {})
 
 
 def _split_copies(raw: Sequence[dict[str, Any]], queue_url: str, token: str) -> tuple[list[str], list[str]]:

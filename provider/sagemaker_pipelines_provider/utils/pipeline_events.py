@@ -187,53 +187,53 @@ def _parse(envelope: Mapping[str, Any], event_id: str | None) -> PipelineEvent:
         arn = ExecutionArn.parse(detail.get("pipelineExecutionArn"))  # type: ignore[arg-type]
     except ValueError as err:
         raise MalformedEvent(f"detail.pipelineExecutionArn: {err}") from None
-    time = _time(envelope, "time")
-    failure_reason = _text(detail, "failureReason")
+    common: dict[str, Any] = {
+        "event_id": event_id,
+        "execution_arn": str(arn),
+        "pipeline_name": arn.pipeline_name,
+        "time": _time(envelope, "time"),
+        "failure_reason": _text(detail, "failureReason"),
+    }
     if detail_type == EXECUTION_EVENT:
-        status = _status(detail, "currentPipelineExecutionStatus", execution_rank)
         return PipelineEvent(
-            event_id=event_id,
             kind="execution",
-            execution_arn=str(arn),
-            pipeline_name=arn.pipeline_name,
-            status=status,
+            status=_status(detail, "currentPipelineExecutionStatus", execution_rank),
             previous_status=_text(detail, "previousPipelineExecutionStatus"),
-            time=time,
             display_name=_text(detail, "pipelineExecutionDisplayName"),
-            failure_reason=failure_reason,
             start_time=_time(detail, "executionStartTime"),
             end_time=_time(detail, "executionEndTime"),
+            **common,
         )
     status = _status(detail, "currentStepStatus", step_rank)
     step_name = _text(detail, "stepName")
     if not step_name:
         raise MalformedEvent("a step event needs detail.stepName")
-    metadata = detail.get("metadata")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise MalformedEvent(f"detail.metadata is {type(metadata).__name__}, not an object")
-    cache_hit = detail.get("cacheHitResult")
-    if cache_hit is not None and not isinstance(cache_hit, Mapping):
-        raise MalformedEvent(f"detail.cacheHitResult is {type(cache_hit).__name__}, not an object")
     attempts = detail.get("attemptCount")
     if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int)):
         raise MalformedEvent(f"detail.attemptCount is {attempts!r}, not an integer")
+    cache_hit = _object(detail, "cacheHitResult")
     return PipelineEvent(
-        event_id=event_id,
         kind="step",
-        execution_arn=str(arn),
-        pipeline_name=arn.pipeline_name,
         status=status,
         previous_status=_text(detail, "previousStepStatus"),
-        time=time,
         step_name=step_name,
         step_type=_text(detail, "stepType"),
-        metadata=pascal(dict(metadata or {})),
-        failure_reason=failure_reason,
+        metadata=pascal(_object(detail, "metadata") or {}),
         attempt_count=attempts,
         start_time=_time(detail, "stepStartTime"),
         end_time=_time(detail, "stepEndTime"),
-        cache_hit_result=pascal(dict(cache_hit)) if cache_hit is not None else None,
+        cache_hit_result=pascal(cache_hit) if cache_hit is not None else None,
+        **common,
     )
+
+
+def _object(fields: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise MalformedEvent(f"detail.{key} is {type(value).__name__}, not an object")
+    return dict(value)
 
 
 def _text(fields: Mapping[str, Any], key: str) -> str | None:
