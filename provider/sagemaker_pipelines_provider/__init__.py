@@ -84,7 +84,19 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "5",
                         "default": "30",
-                    }
+                    },
+                    "event_safety_poll_interval": {
+                        "description": (
+                            "Seconds between two safety polls of a pipeline execution whose wait reads "
+                            "SageMaker's status events from an SQS queue (event_queue_url): the default "
+                            "safety_poll_interval, the latency of an end whose events were lost. An explicit "
+                            "argument wins. Must be a number > 0."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "300",
+                        "default": "600",
+                    },
                 },
             }
         },

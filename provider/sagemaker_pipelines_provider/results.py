@@ -179,6 +179,19 @@ def step_task_result(entry: Mapping[str, Any], step_name: str, step_type: str | 
     return {**step, "name": step_name, "outputs": step_outputs(step["metadata"])}
 
 
+def describe_fields(
+    arn: str, status: str | None, failure_reason: str | None, display_name: str | None
+) -> dict[str, Any]:
+    """The DescribePipelineExecution fields a result needs (:func:`build_execution_result`), from an
+    execution's status known otherwise (a list page, events): the end then costs no Describe call."""
+    return {
+        "PipelineExecutionArn": arn,
+        "PipelineExecutionStatus": status,
+        "FailureReason": failure_reason,
+        "PipelineExecutionDisplayName": display_name,
+    }
+
+
 def build_execution_result(
     describe: Mapping[str, Any],
     steps: Sequence[Mapping[str, Any]],
@@ -308,6 +321,7 @@ __all__ = [
     "StepTaskResult",
     "attempt_order",
     "build_execution_result",
+    "describe_fields",
     "execution_verdict",
     "failure_message",
     "latest_attempts",

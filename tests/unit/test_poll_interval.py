@@ -140,3 +140,46 @@ def test_airflow_cfg_sets_it_and_the_cli_shows_it(tmp_path: Path) -> None:
     assert run(airflow, "config", "get-value", "sagemaker_pipelines", "default_poll_interval") == "7.5"
     listed = run(airflow, "config", "list", "--section", "sagemaker_pipelines", "--show-values")
     assert "default_poll_interval = 7.5" in listed, listed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# [sagemaker_pipelines] event_safety_poll_interval: the safety poll of the waits that read events
+
+
+def test_the_safety_option_is_declared_with_the_default_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagemaker_pipelines_provider.utils.poll_interval import (
+        DEFAULT_EVENT_SAFETY_POLL_INTERVAL,
+        EVENT_SAFETY_ENV,
+        EVENT_SAFETY_OPTION,
+        event_safety_poll_interval,
+    )
+
+    option = get_provider_info()["config"][CONFIG_SECTION]["options"][EVENT_SAFETY_OPTION]
+    assert option["type"] == "float"
+    assert float(option["default"]) == DEFAULT_EVENT_SAFETY_POLL_INTERVAL == 600.0
+    monkeypatch.delenv(EVENT_SAFETY_ENV, raising=False)
+    assert event_safety_poll_interval() == 600.0
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__EVENT_SAFETY_POLL_INTERVAL", "45")
+    assert event_safety_poll_interval() == 45.0
+
+
+def test_the_triggers_take_the_safety_default_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagemaker_pipelines_provider.triggers.pipeline import SageMakerPipelineExecutionTrigger
+    from sagemaker_pipelines_provider.triggers.pipeline_step import SageMakerPipelineStepTrigger
+
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__EVENT_SAFETY_POLL_INTERVAL", "120")
+    execution = SageMakerPipelineExecutionTrigger(ARN, event_queue_url=QUEUE)
+    step = SageMakerPipelineStepTrigger(ARN, "Prep", event_queue_url=QUEUE)
+    assert execution.serialize()[1]["safety_poll_interval"] == 120.0
+    assert step.serialize()[1]["safety_poll_interval"] == 120.0
+    explicit = SageMakerPipelineExecutionTrigger(ARN, event_queue_url=QUEUE, safety_poll_interval=7)
+    assert explicit.serialize()[1]["safety_poll_interval"] == 7.0
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-5", "inf"])
+def test_a_bad_safety_value_is_an_error_naming_the_option(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from sagemaker_pipelines_provider.utils.poll_interval import event_safety_poll_interval
+
+    monkeypatch.setenv("AIRFLOW__SAGEMAKER_PIPELINES__EVENT_SAFETY_POLL_INTERVAL", raw)
+    with pytest.raises(AirflowConfigException, match="event_safety_poll_interval"):
+        event_safety_poll_interval()

@@ -100,17 +100,23 @@ PERSISTED: list[tuple[str, str, str, dict[str, Any]]] = [
 
 #: kwargs added since that version, with the values a trigger persisted without them takes (their defaults).
 ADDED_SINCE: dict[str, dict[str, Any]] = {
-    "SageMakerPipelineExecutionTrigger": {"parameters": None},
+    "SageMakerPipelineExecutionTrigger": {
+        "parameters": None,
+        "event_queue_url": None,
+        "safety_poll_interval": 600.0,
+    },
+    "SageMakerPipelineStepTrigger": {"event_queue_url": None, "safety_poll_interval": 600.0},
 }
 
 
 @pytest.mark.parametrize(("module", "old", "new", "kwargs"), PERSISTED, ids=[p[1] for p in PERSISTED])
 def test_a_trigger_persisted_under_its_old_name_loads_and_moves_to_the_new_one(
-    module: str, old: str, new: str, kwargs: dict[str, Any]
+    module: str, old: str, new: str, kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.models.trigger import Trigger
     from airflow.sdk._shared.module_loading import import_string
 
+    monkeypatch.delenv("AIRFLOW__SAGEMAKER_PIPELINES__EVENT_SAFETY_POLL_INTERVAL", raising=False)
     # the row an older version wrote: its classpath and its (encrypted) kwargs
     row = Trigger(classpath=f"{module}.{old}", kwargs=kwargs)
     with pytest.warns(DeprecationWarning, match=f"{old} is deprecated: use {module}.{new}"):

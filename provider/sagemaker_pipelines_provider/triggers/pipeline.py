@@ -15,6 +15,12 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook, pipeline_name_from_arn
 from sagemaker_pipelines_provider.results import build_execution_result, execution_verdict, step_transitions
+from sagemaker_pipelines_provider.triggers.event_receiver import (
+    EventQueueKey,
+    EventStreamError,
+    get_event_receiver,
+)
+from sagemaker_pipelines_provider.triggers.event_wait import merged, next_item
 from sagemaker_pipelines_provider.triggers.kill import (
     run_to_the_end,
     task_instance_left_deferred,
@@ -29,7 +35,9 @@ from sagemaker_pipelines_provider.triggers.poller import (
 from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs, WithAwsConnection
 from sagemaker_pipelines_provider.utils.deadline import seconds_left
 from sagemaker_pipelines_provider.utils.deprecation import renamed
-from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome
+from sagemaker_pipelines_provider.utils.execution_picture import ExecutionPicture
+from sagemaker_pipelines_provider.utils.poll_interval import event_safety_poll_interval
+from sagemaker_pipelines_provider.utils.status import Outcome, execution_outcome, is_terminal
 from sagemaker_pipelines_provider.utils.tokens import stop_token
 
 CLASSPATH = "sagemaker_pipelines_provider.triggers.pipeline.SageMakerPipelineExecutionTrigger"
@@ -55,6 +63,10 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
     :param parameters: the parameters the execution runs with, as SageMaker reports them (``{name: value}``
         strings, defaults included), when the caller knows them: the result then costs no
         ListPipelineParametersForExecution call.
+    :param event_queue_url: an SQS queue that SageMaker's status-change events reach (docs/events.md): the
+        wait then follows the events, and polls only every ``safety_poll_interval`` seconds.
+    :param safety_poll_interval: seconds between the safety polls of a wait with ``event_queue_url``
+        (default ``[sagemaker_pipelines] event_safety_poll_interval``, 600).
     """
 
     def __init__(
@@ -72,6 +84,8 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         deadline: str | None = None,
         step_types: Mapping[str, str] | None = None,
         parameters: Mapping[str, str] | None = None,
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_execution_arn = pipeline_execution_arn
@@ -83,6 +97,10 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         self.deadline = deadline
         self.step_types = dict(step_types or {})
         self.parameters = None if parameters is None else {str(k): str(v) for k, v in parameters.items()}
+        self.event_queue_url = event_queue_url or None
+        self.safety_poll_interval = float(
+            event_safety_poll_interval() if safety_poll_interval is None else safety_poll_interval
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -97,6 +115,8 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
                 "deadline": self.deadline,
                 "step_types": self.step_types,
                 "parameters": self.parameters,
+                "event_queue_url": self.event_queue_url,
+                "safety_poll_interval": self.safety_poll_interval,
             },
         )
 
@@ -122,7 +142,10 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
             yield self._error(str(err))
             return
         with waiting_here(arn):  # an in-process wait (dag.test) lets a SIGTERM of the task stop it
-            event = await self._wait_polling(key)
+            if self.event_queue_url:
+                event = await self._wait_with_events(key, self.event_queue_url)
+            else:
+                event = await self._wait_polling(key)
         # Yielded once the subscriptions are left: the shared services never wait on a fired trigger.
         yield event
 
@@ -134,7 +157,7 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         # No await between get_poller and subscribe: the poller cannot end in between.
         async with poller.subscribe(arn, self.poll_interval) as updates:
             while True:
-                update = await self._next_update(updates)
+                update = await next_item(updates, self._seconds_left())
                 if update is None:  # the deadline passed first
                     return await self._timeout_event(poller, {})
                 if update.error is not None:
@@ -149,6 +172,89 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
                 if outcome is not Outcome.RUNNING:
                     return await self._end_event(poller, update.as_describe(arn), None, {})
 
+    async def _wait_with_events(self, key: PollerKey, queue_url: str) -> TriggerEvent:
+        """Follow the execution's events, with the shared poller's reads every ``safety_poll_interval`` as
+        the safety net; both feed one :class:`ExecutionPicture`, which never goes backwards."""
+        arn = self.pipeline_execution_arn
+        receiver = get_event_receiver(EventQueueKey(queue_url, self.aws))
+        # The events first, then the poller, whose first round is the one read of the current status:
+        # nothing that changes after that read can be missed.
+        async with receiver.subscribe_execution(arn) as events:
+            poller = get_poller(key)
+            async with (
+                poller.subscribe(arn, self.safety_poll_interval) as updates,
+                merged(events, updates) as inbox,
+            ):
+                event = await self._follow(poller, inbox, ExecutionPicture(arn, self.step_types))
+        # Only once the wait has ended here (not when the trigger is cancelled, e.g. handed to another
+        # triggerer, which must still get the events): later events of the execution are deleted at once.
+        receiver.finished(arn)
+        return event
+
+    async def _follow(
+        self, poller: ExecutionStatusPoller, inbox: asyncio.Queue[Any], picture: ExecutionPicture
+    ) -> TriggerEvent:
+        while True:
+            item = await next_item(inbox, self._seconds_left())
+            if item is None:  # the deadline passed first
+                return await self._timeout_event(poller, picture.logged)
+            try:
+                moved = self._apply(picture, item)
+            except _WaitFailed as failed:
+                return self._error(str(failed))
+            if not moved:
+                continue
+            self.log.info("Pipeline execution %s is %s", self.pipeline_execution_arn, picture.status)
+            if execution_outcome(str(picture.status), allow_stopped=self.allow_stopped) is Outcome.RUNNING:
+                continue
+            event = await self._end_from_picture(poller, picture)
+            if event is not None:
+                return event
+
+    def _apply(self, picture: ExecutionPicture, item: Any) -> bool:
+        """Apply one event or safety read to the picture; True when the execution's status moved."""
+        arn = self.pipeline_execution_arn
+        try:
+            if isinstance(item, EventStreamError):
+                raise _WaitFailed(item.message)
+            if isinstance(item, ExecutionUpdate):
+                if item.error is not None:
+                    raise _WaitFailed(f"Could not read the status of {arn}: {item.error}")
+                return picture.apply_status(
+                    str(item.status), failure_reason=item.failure_reason, display_name=item.display_name
+                )
+            if item.kind == "step":
+                for line in picture.apply_step(item.as_step_entry()):
+                    self.log.info("%s", line)
+                return False
+            return picture.apply_status(
+                item.status, failure_reason=item.failure_reason, display_name=item.display_name
+            )
+        except ValueError as err:  # a status SageMaker does not document
+            raise _WaitFailed(str(err)) from err
+
+    async def _end_from_picture(
+        self, poller: ExecutionStatusPoller, picture: ExecutionPicture
+    ) -> TriggerEvent | None:
+        """The end event built from the picture: its steps when complete (else one listing), and for
+        Failed one DescribePipelineExecution for SageMaker's reason unless at hand. None when that answer
+        refutes the end (a late Failed event of an execution resumed since): the wait goes on."""
+        describe: Mapping[str, Any] = picture.as_describe()
+        if picture.status == "Failed" and not picture.failure_reason:
+            async with poller.lent.borrow() as client:
+                describe = await poller.hook.adescribe_pipeline_execution(
+                    self.pipeline_execution_arn, client=client
+                )
+            if not is_terminal(str(describe.get("PipelineExecutionStatus"))):
+                self.log.info(
+                    "Pipeline execution %s is %s again (the Failed event was older)",
+                    self.pipeline_execution_arn,
+                    describe.get("PipelineExecutionStatus"),
+                )
+                picture.correct(describe)
+                return None
+        return await self._end_event(poller, describe, picture.result_steps(), picture.logged)
+
     def _event(self, payload: dict[str, Any]) -> TriggerEvent:
         return TriggerEvent(
             {**payload, "pipeline_execution_arn": self.pipeline_execution_arn, "deadline": self.deadline}
@@ -156,15 +262,6 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
 
     def _error(self, message: str) -> TriggerEvent:
         return self._event({"status": "error", "message": message})
-
-    async def _next_update(self, updates: asyncio.Queue[ExecutionUpdate]) -> ExecutionUpdate | None:
-        left = self._seconds_left()
-        if left is None:
-            return await updates.get()
-        try:
-            return await asyncio.wait_for(updates.get(), timeout=left)
-        except TimeoutError:
-            return None
 
     async def _end_event(
         self,
@@ -277,6 +374,10 @@ class SageMakerPipelineExecutionTrigger(WithAwsConnection, BaseTrigger):
         Never stops the execution: ``cleanup`` also runs when the triggerer restarts or hands the trigger
         to another triggerer, and the execution must keep running then.
         """
+
+
+class _WaitFailed(Exception):
+    """The wait cannot go on; the message is the error event's."""
 
 
 def _fallback_stop_token(arn: str) -> str:

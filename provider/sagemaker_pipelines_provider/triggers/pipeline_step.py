@@ -19,6 +19,7 @@ from sagemaker_pipelines_provider.triggers.poller import PollerKey
 from sagemaker_pipelines_provider.triggers.step_poller import StepsPollerKey, get_steps_poller
 from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs, WithAwsConnection
 from sagemaker_pipelines_provider.utils.deprecation import renamed
+from sagemaker_pipelines_provider.utils.poll_interval import event_safety_poll_interval
 from sagemaker_pipelines_provider.utils.status import is_terminal
 from sagemaker_pipelines_provider.utils.step_status import BranchRef, StepVerdict, step_verdict
 
@@ -58,6 +59,11 @@ class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
     :param poll_interval: seconds between polls (the shared pollers use the smallest interval asked).
     :param aws_conn_id: Airflow AWS connection; ``region_name``, ``verify`` and ``botocore_config`` as on
         the Amazon provider's hooks.
+    :param event_queue_url: an SQS queue that SageMaker's status-change events reach (docs/events.md): an
+        event that can decide a step makes the execution's steps poller list the steps at once; it polls
+        only every ``safety_poll_interval`` seconds otherwise (``poll_interval`` is then unused).
+    :param safety_poll_interval: seconds between the safety polls of a wait with ``event_queue_url``
+        (default ``[sagemaker_pipelines] event_safety_poll_interval``, 600).
     """
 
     def __init__(
@@ -74,6 +80,8 @@ class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
         region_name: str | None = None,
         verify: bool | str | None = None,
         botocore_config: dict[str, Any] | None = None,
+        event_queue_url: str | None = None,
+        safety_poll_interval: float | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_execution_arn = pipeline_execution_arn
@@ -84,6 +92,10 @@ class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
         self.wait_for_execution_end = bool(wait_for_execution_end)
         self.poll_interval = float(poll_interval)
         self.aws = AwsConnectionArgs.of(aws_conn_id, region_name, verify, botocore_config)
+        self.event_queue_url = event_queue_url or None
+        self.safety_poll_interval = float(
+            event_safety_poll_interval() if safety_poll_interval is None else safety_poll_interval
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -97,6 +109,8 @@ class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
                 "wait_for_execution_end": self.wait_for_execution_end,
                 "poll_interval": self.poll_interval,
                 **self.aws.to_kwargs(),
+                "event_queue_url": self.event_queue_url,
+                "safety_poll_interval": self.safety_poll_interval,
             },
         )
 
@@ -104,7 +118,9 @@ class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
         pipeline = pipeline_name_from_arn(self.pipeline_execution_arn)
         if not pipeline:
             raise ValueError(f"{self.pipeline_execution_arn!r} is not a SageMaker pipeline execution ARN")
-        return StepsPollerKey(PollerKey(pipeline, self.aws), self.pipeline_execution_arn)
+        return StepsPollerKey(
+            PollerKey(pipeline, self.aws), self.pipeline_execution_arn, self.event_queue_url
+        )
 
     def _event(self, status: str, execution_status: str | None, **extra: Any) -> TriggerEvent:
         return TriggerEvent(
@@ -131,7 +147,8 @@ class SageMakerPipelineStepTrigger(WithAwsConnection, BaseTrigger):
         last_reason: str | None = None
         poller = get_steps_poller(key)
         # No await between get_steps_poller and subscribe: the poller cannot end in between.
-        async with poller.subscribe(self.poll_interval) as snapshots:
+        interval = self.safety_poll_interval if self.event_queue_url else self.poll_interval
+        async with poller.subscribe(interval) as snapshots:
             while True:
                 snapshot = await snapshots.get()
                 if snapshot.error is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagemaker_pipelines_provider.hooks.pipeline import SageMakerPipelineHook
+from sagemaker_pipelines_provider.results import describe_fields
 from sagemaker_pipelines_provider.triggers.shared_service import LentClient, SharedService, UpdateSubscriber
 from sagemaker_pipelines_provider.utils.aws_connection import AwsConnectionArgs
 from sagemaker_pipelines_provider.utils.backoff import error_code
@@ -65,12 +66,7 @@ class ExecutionUpdate:
 
     def as_describe(self, arn: str) -> dict[str, Any]:
         """The DescribePipelineExecution fields a result needs, so the end costs no extra Describe."""
-        return {
-            "PipelineExecutionArn": arn,
-            "PipelineExecutionStatus": self.status,
-            "FailureReason": self.failure_reason,
-            "PipelineExecutionDisplayName": self.display_name,
-        }
+        return describe_fields(arn, self.status, self.failure_reason, self.display_name)
 
 
 class _Subscription(UpdateSubscriber[ExecutionUpdate]):
