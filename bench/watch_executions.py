@@ -353,8 +353,8 @@ def wait_ready(
 
     Amazon: every execution described. Ours: every loop started its triggers (they subscribe without an
     await in between, so the first round of a loop's shared poller covers them all), and that round
-    (a ``ListPipelineExecutions`` without ``NextToken``) and, with events, each loop's receiver reading the
-    queue (``ReceiveMessage``) were served."""
+    (a ``ListPipelineExecutions`` without ``NextToken``) and, with events, each loop's receiver's first
+    act (``GetQueueAttributes`` on the queue; its long polls are recorded when they return) were served."""
     controls = endpoint.controls
     described: set[str] = set()
     while True:
@@ -372,8 +372,8 @@ def wait_ready(
             rounds = sum(
                 1 for c in calls if c["action"] == "ListPipelineExecutions" and "NextToken" not in c["args"]
             )
-            receives = sum(1 for c in calls if c["action"] == "ReceiveMessage" and _on_events_queue(c))
-            if watcher.all_started() and rounds >= run.loops and (not run.events or receives >= run.loops):
+            checks = sum(1 for c in calls if c["action"] == "GetQueueAttributes" and _on_events_queue(c))
+            if watcher.all_started() and rounds >= run.loops and (not run.events or checks >= run.loops):
                 return len(arns), False
         if time.time() > cap_at:
             return read, True
