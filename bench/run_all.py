@@ -24,13 +24,13 @@ from _common import machine
 BENCH = Path(__file__).resolve().parent
 
 # (script, arguments of a full run, arguments of a quick run)
-# Full runs use each script's defaults (watching: N = 50, 200, 1000 per side, the set-up of a side capped
-# at 30 + 0.3 s x N; callbacks: 1 (5 repeats) and 100 concurrent; 300 starts under a cap of 20).
+# Full runs use each script's defaults (watching: N = 200 and 1000, five runs each, 10 simulated minutes;
+# callbacks: 1 (5 repeats) and 100 concurrent; 300 starts under a cap of 20).
 SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("starts_under_cap.py", [], ["--starts", "60", "--cap", "10", "--workers", "20"]),
     ("local_endpoint_overhead.py", [], ["--executions", "50", "--modes", "describe", "list"]),
     ("callback_latency.py", [], ["--concurrency", "1", "10", "--repeats", "2", "--cap", "120"]),
-    ("watch_executions.py", [], ["--sizes", "50"]),
+    ("watch_executions.py", [], ["--sizes", "30", "--window-minutes", "4"]),
 ]
 
 
