@@ -230,7 +230,8 @@ def test_the_mirror_waits_on_events(local_aws: Any, dag_runner: Any, events_queu
     from tests.support.pipelines import FAST_BACKOFF, START_DATE, unique
     from tests.support.waiting import wait_until
 
-    fast_endpoint(local_aws, step_seconds=1.0)  # the step tasks find their steps running: they defer
+    # Steps long enough that the step tasks find them running even on a loaded machine: they defer.
+    fast_endpoint(local_aws, step_seconds=6.0)
     steps = [processing_step("Prep"), processing_step("Train", ["Prep"])]
     pipeline = create_pipeline(local_aws, steps=steps, parameters=[])
     definition = {"Version": "2020-12-01", "Parameters": [], "Steps": steps}

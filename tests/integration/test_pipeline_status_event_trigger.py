@@ -64,7 +64,8 @@ class RunningTrigger:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=30)
+        # Generous: on a loaded machine closing the clients of a trigger and its receiver can take a while.
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=90)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
