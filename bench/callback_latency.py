@@ -2,7 +2,8 @@
 
 Against the local endpoint (in a child process), a pipeline whose only step is a Callback step; each
 execution's callback message is sent when the step starts (``StartTime`` of ListPipelineExecutionSteps)
-and the latency is the time until SendPipelineExecutionStepSuccess returned to the handler.
+and the latency is the time until the answer task returned (SendPipelineExecutionStepSuccess, then the
+message's delete).
 
 Two handlers, each routed to its own execution (as a ``callback_handler`` fed by the start task's ARN):
 
