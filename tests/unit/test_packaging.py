@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,11 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)],
-        check=True,
-        timeout=300,
-    )
+    # setuptools builds in the repository's build/ folder: xdist workers running this module's tests at
+    # once must take turns, or one finds the other's half-written wheel tree ("File exists").
+    with open(Path(tempfile.gettempdir()) / "smp-wheel-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--wheel-dir",
+                str(out),
+                str(REPO),
+            ],
+            check=True,
+            timeout=300,
+        )
     (built,) = out.glob("airflow_provider_sagemaker_pipelines-*.whl")
     return zipfile.ZipFile(built)
 

@@ -41,7 +41,10 @@ async def next_item(queue: asyncio.Queue[Any], timeout: float | None) -> Any | N
     if timeout is None:
         return await queue.get()
     try:
-        return await asyncio.wait_for(queue.get(), timeout=timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that arrives as the
+        # item does, and the trigger would then outlive its cancellation.
+        async with asyncio.timeout(timeout):
+            return await queue.get()
     except TimeoutError:
         return None
 

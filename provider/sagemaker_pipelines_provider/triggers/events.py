@@ -248,7 +248,8 @@ class PipelineStatusEventTrigger(WithAwsConnection, BaseEventTrigger):
                 await asyncio.sleep(wait)
                 continue
             try:
-                item = await asyncio.wait_for(queue.get(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: see triggers.event_wait.next_item
+                    item = await queue.get()
             except TimeoutError:
                 continue
             if isinstance(item, EventStreamError):

@@ -178,7 +178,8 @@ class SharedService(ABC, Generic[K, S]):
     async def _pause(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True when woken (a join, the last leave) since the wake was cleared."""
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):  # not wait_for, which can lose a cancellation on 3.11
+                await self._wake.wait()
             return True
         return False
 
